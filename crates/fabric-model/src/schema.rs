@@ -1,0 +1,357 @@
+//! The JSON schema of the Machine API, and checking documents against it.
+//!
+//! The schema is generated from the serde types in [`crate::api`] with
+//! subschemas inlined, the shape a Kubernetes structural schema needs. The
+//! same schema drives [`check`], which turns a [`Node`] tree into JSON the
+//! serde types accept, collecting every unknown field, wrong type, missing
+//! field and out-of-range number on the way instead of stopping at the first.
+
+use std::collections::HashMap;
+
+use schemars::generate::SchemaSettings;
+use schemars::JsonSchema;
+use serde_json::{Map, Value as Json};
+
+use crate::diag::{Diagnostic, Pos};
+use crate::source::{Node, Value};
+
+/// The inlined JSON schema of `T`, without `$schema`/`title` noise.
+pub fn schema_for<T: JsonSchema>() -> Json {
+    let settings = SchemaSettings::draft07().with(|s| {
+        s.inline_subschemas = true;
+    });
+    let schema = settings.into_generator().into_root_schema_for::<T>();
+    let mut value = schema.to_value();
+    if let Some(obj) = value.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+        obj.remove("definitions");
+        obj.remove("$defs");
+    }
+    drop_null_alternatives(&mut value);
+    value
+}
+
+/// Optional fields are expressed by leaving them out of `required`; the
+/// `null` alternatives schemars adds for `Option<T>` have no place in a
+/// Kubernetes structural schema.
+fn drop_null_alternatives(value: &mut Json) {
+    match value {
+        Json::Object(obj) => {
+            if let Some(Json::Array(types)) = obj.get("type") {
+                let rest: Vec<Json> = types
+                    .iter()
+                    .filter(|t| t.as_str() != Some("null"))
+                    .cloned()
+                    .collect();
+                if rest.len() == 1 {
+                    obj.insert("type".into(), rest[0].clone());
+                }
+            }
+            if let Some(Json::Array(alts)) = obj.get("anyOf") {
+                let rest: Vec<Json> = alts
+                    .iter()
+                    .filter(|a| a.get("type").and_then(Json::as_str) != Some("null"))
+                    .cloned()
+                    .collect();
+                if rest.len() == 1 {
+                    obj.remove("anyOf");
+                    if let Json::Object(inner) = &rest[0] {
+                        for (k, v) in inner {
+                            obj.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                }
+            }
+            if let Some(Json::Array(en)) = obj.get_mut("enum") {
+                en.retain(|v| !v.is_null());
+            }
+            for v in obj.values_mut() {
+                drop_null_alternatives(v);
+            }
+        }
+        Json::Array(items) => items.iter_mut().for_each(drop_null_alternatives),
+        _ => {}
+    }
+}
+
+/// Where each field path was written, for locating later diagnostics.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PathIndex {
+    positions: HashMap<String, Pos>,
+}
+
+impl PathIndex {
+    /// The position of the value at `path`, or of its nearest located parent.
+    pub fn pos(&self, path: &str) -> Option<Pos> {
+        let mut p = path;
+        loop {
+            if let Some(pos) = self.positions.get(p) {
+                return Some(*pos);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    pub(crate) fn insert(&mut self, path: &str, pos: Pos) {
+        self.positions.insert(path.to_string(), pos);
+    }
+
+    fn record(&mut self, path: &str, pos: Option<Pos>) {
+        if let Some(pos) = pos {
+            self.positions.insert(path.to_string(), pos);
+        }
+    }
+}
+
+/// Decides whether an object key that the schema does not know is tolerated
+/// (e.g. fields Crossplane adds to every XR's spec). Gets the object's path
+/// and the key.
+pub type Tolerate<'a> = &'a dyn Fn(&str, &str) -> bool;
+
+/// Checks `node` against `schema`, returning the JSON to deserialize (absent
+/// when the node is null) and recording diagnostics and positions.
+pub fn check(
+    node: &Node,
+    schema: &Json,
+    path: &str,
+    tolerate: Tolerate<'_>,
+    diags: &mut Vec<Diagnostic>,
+    index: &mut PathIndex,
+) -> Option<Json> {
+    index.record(path, node.pos);
+    if node.value == Value::Null {
+        return None;
+    }
+    let ty = schema.get("type").and_then(Json::as_str);
+    let value = match ty {
+        Some("object") => check_object(node, schema, path, tolerate, diags, index)?,
+        Some("array") => {
+            let Value::Seq(items) = &node.value else {
+                diags.push(type_error(node, path, "a list"));
+                return None;
+            };
+            let item_schema = schema.get("items").unwrap_or(&Json::Null);
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                match check(item, item_schema, &p, tolerate, diags, index) {
+                    Some(v) => out.push(v),
+                    None if item.value == Value::Null => diags.push(
+                        Diagnostic::error(&p, item.pos, "is empty").hint("remove the empty entry"),
+                    ),
+                    None => {}
+                }
+            }
+            Json::Array(out)
+        }
+        Some("string") => match &node.value {
+            Value::Scalar { text, .. } => Json::String(text.clone()),
+            _ => {
+                diags.push(type_error(node, path, "a string"));
+                return None;
+            }
+        },
+        Some("integer") => {
+            let n = match &node.value {
+                Value::Scalar { text, plain: true } => text.parse::<i64>().ok(),
+                _ => None,
+            };
+            let Some(n) = n else {
+                let mut d = type_error(node, path, "a whole number");
+                if let Value::Scalar { text, plain: false } = &node.value {
+                    if text.trim().parse::<i64>().is_ok() {
+                        d = d.hint(format!("write {} without quotes", text.trim()));
+                    }
+                }
+                diags.push(d);
+                return None;
+            };
+            let min = schema.get("minimum").and_then(Json::as_f64);
+            let max = schema.get("maximum").and_then(Json::as_f64);
+            let below = min.is_some_and(|m| (n as f64) < m);
+            let above = max.is_some_and(|m| (n as f64) > m);
+            if below || above {
+                let range = match (min, max) {
+                    (Some(a), Some(b)) => format!("between {a} and {b}"),
+                    (Some(a), None) => format!("at least {a}"),
+                    (None, Some(b)) => format!("at most {b}"),
+                    (None, None) => unreachable_range(),
+                };
+                diags.push(
+                    Diagnostic::error(path, node.pos, format!("{n} is out of range"))
+                        .hint(format!("must be {range}")),
+                );
+                return None;
+            }
+            Json::from(n)
+        }
+        Some("boolean") => match &node.value {
+            Value::Scalar { text, plain: true } if text.eq_ignore_ascii_case("true") => {
+                Json::Bool(true)
+            }
+            Value::Scalar { text, plain: true } if text.eq_ignore_ascii_case("false") => {
+                Json::Bool(false)
+            }
+            _ => {
+                diags.push(type_error(node, path, "true or false"));
+                return None;
+            }
+        },
+        _ => generic_json(node),
+    };
+    if let Some(allowed) = schema.get("enum").and_then(Json::as_array) {
+        if !allowed.contains(&value) {
+            let names: Vec<String> = allowed
+                .iter()
+                .map(|v| v.as_str().map_or(v.to_string(), str::to_string))
+                .collect();
+            let given = value.as_str().map_or(value.to_string(), str::to_string);
+            let near = closest(&given, names.iter().map(String::as_str));
+            let hint = match near {
+                Some(n) => format!("did you mean {n}? one of {}", names.join(", ")),
+                None => format!("one of {}", names.join(", ")),
+            };
+            diags.push(
+                Diagnostic::error(path, node.pos, format!("{given} is not a known value"))
+                    .hint(hint),
+            );
+            return None;
+        }
+    }
+    Some(value)
+}
+
+fn unreachable_range() -> String {
+    String::from("in range")
+}
+
+fn check_object(
+    node: &Node,
+    schema: &Json,
+    path: &str,
+    tolerate: Tolerate<'_>,
+    diags: &mut Vec<Diagnostic>,
+    index: &mut PathIndex,
+) -> Option<Json> {
+    let Value::Map(entries) = &node.value else {
+        diags.push(type_error(node, path, "a mapping"));
+        return None;
+    };
+    let props = schema.get("properties").and_then(Json::as_object);
+    let extra = schema.get("additionalProperties").filter(|v| v.is_object());
+    let mut out = Map::new();
+    for (key, value) in entries {
+        let child_path = join(path, &key.text);
+        let child_schema = props.and_then(|p| p.get(&key.text)).or(extra);
+        match child_schema {
+            Some(s) => {
+                if let Some(v) = check(value, s, &child_path, tolerate, diags, index) {
+                    out.insert(key.text.clone(), v);
+                }
+            }
+            None if tolerate(path, &key.text) => {}
+            None => {
+                let known: Vec<&str> = props
+                    .map(|p| p.keys().map(String::as_str).collect())
+                    .unwrap_or_default();
+                let hint = match closest(&key.text, known.iter().copied()) {
+                    Some(n) => format!("did you mean {n}?"),
+                    None if known.is_empty() => "this mapping takes no fields".to_string(),
+                    None => format!("known fields: {}", known.join(", ")),
+                };
+                diags.push(Diagnostic::error(&child_path, key.pos, "unknown field").hint(hint));
+            }
+        }
+    }
+    if let Some(required) = schema.get("required").and_then(Json::as_array) {
+        for r in required.iter().filter_map(Json::as_str) {
+            if !out.contains_key(r) && !has_error_under(diags, &join(path, r)) {
+                diags.push(
+                    Diagnostic::error(join(path, r), node.pos, "is required but missing")
+                        .hint(required_hint(schema, r)),
+                );
+            }
+        }
+    }
+    Some(Json::Object(out))
+}
+
+fn required_hint(schema: &Json, field: &str) -> String {
+    let desc = schema
+        .pointer(&format!("/properties/{field}/description"))
+        .and_then(Json::as_str)
+        .map(|d| {
+            d.split(". ")
+                .next()
+                .unwrap_or(d)
+                .trim_end_matches('.')
+                .to_string()
+        });
+    match desc {
+        Some(d) => format!("add {field}: {}", d.to_lowercase()),
+        None => format!("add {field}"),
+    }
+}
+
+fn has_error_under(diags: &[Diagnostic], path: &str) -> bool {
+    diags.iter().any(|d| {
+        d.path == path
+            || d.path.starts_with(&format!("{path}."))
+            || d.path.starts_with(&format!("{path}["))
+    })
+}
+
+/// `parent.child`, or `child` at the root.
+pub fn join(parent: &str, child: &str) -> String {
+    if parent.is_empty() {
+        child.to_string()
+    } else {
+        format!("{parent}.{child}")
+    }
+}
+
+fn type_error(node: &Node, path: &str, expected: &str) -> Diagnostic {
+    let found = match &node.value {
+        Value::Null => "nothing".to_string(),
+        Value::Scalar { text, plain } => {
+            if *plain {
+                format!("{text}")
+            } else {
+                format!("the string {text:?}")
+            }
+        }
+        Value::Seq(_) => "a list".to_string(),
+        Value::Map(_) => "a mapping".to_string(),
+    };
+    Diagnostic::error(
+        path,
+        node.pos,
+        format!("expected {expected}, found {found}"),
+    )
+}
+
+fn generic_json(node: &Node) -> Json {
+    match &node.value {
+        Value::Null => Json::Null,
+        Value::Scalar { text, .. } => Json::String(text.clone()),
+        Value::Seq(items) => Json::Array(items.iter().map(generic_json).collect()),
+        Value::Map(entries) => Json::Object(
+            entries
+                .iter()
+                .map(|(k, v)| (k.text.clone(), generic_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+/// The known name closest to `given`, when it is close enough to be a typo.
+pub fn closest<'a>(given: &str, known: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let lower = given.to_ascii_lowercase();
+    known
+        .map(|k| (strsim::levenshtein(&lower, &k.to_ascii_lowercase()), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}

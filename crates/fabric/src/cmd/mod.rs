@@ -1,0 +1,9 @@
+pub mod agent;
+pub mod bootstrap;
+pub mod compose;
+pub mod doctor;
+pub mod function;
+pub mod render;
+pub mod seed;
+pub mod status;
+pub mod validate;

@@ -1,0 +1,59 @@
+//! The `fabric` command: clap definitions and glue only. The work lives in
+//! `fabric-model`, `fabric-cloudinit`, `fabric-function` and `fabric-converge`.
+
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Declare NixOS machines on Proxmox in Git, and keep them that way.
+///
+/// A Machine manifest (apiVersion infra.kubelize.io/v1alpha1) becomes the
+/// cloud-init files a VM reads at first boot (`render`, `seed`), the Proxmox
+/// resources Crossplane creates (`function`, `compose`), and a NixOS system
+/// that keeps converging on what Git says (`bootstrap`, `agent`).
+#[derive(Debug, Parser)]
+#[command(name = "fabric", version, propagate_version = true, max_term_width = 100)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Render(cmd::render::Args),
+    Seed(cmd::seed::Args),
+    Validate(cmd::validate::Args),
+    Compose(cmd::compose::Args),
+    Function(cmd::function::Args),
+    Bootstrap(cmd::bootstrap::Args),
+    Agent(cmd::agent::Args),
+    Status(cmd::status::Args),
+    Doctor(cmd::doctor::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Render(args) => cmd::render::run(args),
+        Command::Seed(args) => cmd::seed::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Compose(args) => cmd::compose::run(args),
+        Command::Function(args) => cmd::function::run(args),
+        Command::Bootstrap(args) => cmd::bootstrap::run(args),
+        Command::Agent(args) => cmd::agent::run(args),
+        Command::Status(args) => cmd::status::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+}

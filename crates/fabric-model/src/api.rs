@@ -65,7 +65,9 @@ pub struct MachineSpec {
     /// The NixOS configuration the machine converges on.
     pub nix: Nix,
 
-    /// The first-boot admin user and its SSH keys.
+    /// The first-boot admin user and its SSH keys. At least one key is
+    /// needed, inline or through a Secret.
+    #[serde(default)]
     pub bootstrap: Bootstrap,
 
     /// Labels copied to the Proxmox VM as tags. Keys and values use lowercase
@@ -255,6 +257,16 @@ pub struct Bootstrap {
 
 fn default_admin() -> String {
     "admin".into()
+}
+
+impl Default for Bootstrap {
+    fn default() -> Self {
+        Self {
+            admin_user: default_admin(),
+            ssh_authorized_keys: Vec::new(),
+            ssh_authorized_keys_secret_ref: None,
+        }
+    }
 }
 
 /// A key of a Secret in the machine's own namespace.

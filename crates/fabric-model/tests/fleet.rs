@@ -1,0 +1,62 @@
+//! Checks across machines.
+
+use fabric_model::fleet::{conflicts, Member};
+use fabric_model::Machine;
+
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIKgbSVplTIryI0rlsezozbM059+F0MeTz+99B8cYy6s alice@laptop";
+
+fn machine(name: &str, host: &str, ip: &str, v6: Option<&str>) -> Machine {
+    let v6 = v6
+        .map(|a| format!("    ipv6: {{address: \"{a}\"}}\n"))
+        .unwrap_or_default();
+    Machine::from_yaml(&format!(
+        "apiVersion: infra.kubelize.io/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\nspec:\n  hostname: {host}\n  class: small\n  image: t\n  network:\n    ip: {ip}\n{v6}  nix:\n    flakeRef: github:o/r#{host}\n  bootstrap:\n    sshAuthorizedKeys: [\"{KEY}\"]\n"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn duplicates_name_every_file_involved() {
+    let ms = [
+        machine("a", "dns01", "10.0.0.1", Some("fd00::1")),
+        machine("b", "dns01", "10.0.0.2", None),
+        machine("c", "web", "10.0.0.1", Some("fd00::1")),
+        machine("d", "dns01", "10.0.0.3", None),
+    ];
+    let files = ["a.yaml", "b.yaml", "c.yaml", "d.yaml"];
+    let members: Vec<Member> = ms
+        .iter()
+        .zip(files)
+        .map(|(machine, file)| Member { file, machine })
+        .collect();
+    let found = conflicts(&members);
+    let lines: Vec<String> = found
+        .iter()
+        .map(|c| c.diagnostic.located(files[c.member]))
+        .collect();
+    assert!(lines.contains(&"a.yaml:6:13: spec.hostname: hostname dns01 is also used by b.yaml:6:13, d.yaml:6:13 (give every machine its own hostname)".to_string()), "{lines:#?}");
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("d.yaml:6:13: spec.hostname")
+            && l.contains("a.yaml:6:13, b.yaml:6:13")));
+    assert!(lines.iter().any(|l| l.starts_with(
+        "c.yaml:10:9: spec.network.ip: static address 10.0.0.1 is also used by a.yaml:10:9"
+    )));
+    assert!(lines.iter().any(|l| l.starts_with("a.yaml:11:21: spec.network.ipv6.address: static address fd00::1 is also used by c.yaml")), "{lines:#?}");
+    // 3 hostname errors, 2 IPv4 errors, 2 IPv6 errors.
+    assert_eq!(found.len(), 7, "{lines:#?}");
+}
+
+#[test]
+fn distinct_machines_do_not_conflict() {
+    let ms = [
+        machine("a", "a", "10.0.0.1", None),
+        machine("b", "b", "10.0.0.2", None),
+    ];
+    let members: Vec<Member> = ms
+        .iter()
+        .map(|machine| Member { file: "f", machine })
+        .collect();
+    assert!(conflicts(&members).is_empty());
+}

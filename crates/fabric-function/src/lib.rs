@@ -1,1 +1,367 @@
+//! The Fabric composition function: a `Machine` (or legacy `XMachine`) XR
+//! becomes the Proxmox managed resources that create its VM.
+//!
+//! [`run`] is the whole function as a pure call, request in, response out:
+//! `fabric function` serves it over gRPC through [`Function`], and
+//! `fabric compose` calls it in process, so both take the same code path.
+//! It validates the XR with `fabric-model` and renders user-data with
+//! `fabric-cloudinit`, exactly as `fabric render` does.
+//!
+//! The rule users of Crossplane functions break most: desired state left
+//! out of a response is deleted. Every response starts from
+//! [`response::to`], passes through what other pipeline steps desired, and
+//! any failure is a Fatal result, which makes Crossplane apply nothing and
+//! delete nothing.
+//!
+//! # Adding a backend
+//!
+//! A backend is a module with a `compose(&Plan, &Observed) -> Composed`
+//! function: it turns the backend-independent [`plan::Plan`] into desired
+//! objects named by stable composition names, and reads readiness and
+//! status from what Crossplane observed under those names. Add its variant
+//! to [`input::Backend`] and its arm in [`run`]; then run the example check
+//! (`example/check.sh`) so `check-composed` validates its objects against
+//! the provider's CRDs.
 
+pub mod bpg;
+pub mod input;
+pub mod keys;
+pub mod observed;
+pub mod plan;
+pub mod terraform;
+pub mod xrd;
+
+use std::fmt;
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use fabric_model::status::{MachineStatus, Phase};
+use fabric_model::{Diagnostic, Machine, Severity};
+use function_sdk_rust::proto::v1::function_runner_service_server::FunctionRunnerService;
+use function_sdk_rust::proto::v1::{Ready, RunFunctionRequest, RunFunctionResponse};
+use function_sdk_rust::resource::{json_to_pb, json_to_struct, set_ready, struct_to_json};
+use function_sdk_rust::{request, response};
+use serde_json::Value as Json;
+
+use crate::input::Backend;
+use crate::keys::Keys;
+use crate::observed::Observed;
+use crate::plan::Plan;
+
+/// How long Crossplane may cache a response.
+pub const TTL: Duration = response::DEFAULT_TTL;
+
+/// The largest response Fabric sends. gRPC's default limit is 4 MiB; the
+/// margin leaves room for Crossplane's own framing.
+pub const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
+
+/// Condition type: whether the machine's resources are composed and ready.
+pub const CONDITION_PROVISIONED: &str = "Provisioned";
+/// Condition type: whether the first-boot bootstrap finished, where known.
+pub const CONDITION_BOOTSTRAPPED: &str = "Bootstrapped";
+
+/// Why a machine cannot be composed: every problem, each with its field
+/// path. Never holds Secret content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure(pub Vec<Diagnostic>);
+
+impl Failure {
+    /// One problem at `path`.
+    pub fn invalid(path: &str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Failure(vec![Diagnostic::error(path, None, message).hint(hint)])
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors: Vec<String> = self
+            .0
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(ToString::to_string)
+            .collect();
+        f.write_str(&errors.join("; "))
+    }
+}
+
+/// One desired composed resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desired {
+    /// Composition name (stable across calls).
+    pub name: &'static str,
+    /// The object, without `metadata.name`: Crossplane names it.
+    pub object: Json,
+    /// Observed `Ready=True`.
+    pub ready: bool,
+}
+
+/// What a backend composed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Composed {
+    /// Desired resources.
+    pub resources: Vec<Desired>,
+    /// Where provisioning stands.
+    pub phase: Phase,
+    /// The VM is observed Ready.
+    pub vm_ready: bool,
+    /// Proxmox VM id, once known.
+    pub vm_id: Option<u32>,
+    /// Guest addresses from the guest agent.
+    pub ip_addresses: Vec<String>,
+    /// Snippet volume id, once known.
+    pub user_data_file_id: Option<String>,
+    /// One line on where it stands, for the Provisioned condition.
+    pub message: String,
+}
+
+/// Composition names Fabric owns, across backends.
+pub const OWNED: [&str; 3] = [bpg::SNIPPET, bpg::VM, terraform::WORKSPACE];
+
+/// Runs the function on one request. Never panics on any input; every
+/// failure is a Fatal result naming the field path.
+pub fn run(req: &RunFunctionRequest) -> RunFunctionResponse {
+    let mut rsp = response::to(req, TTL);
+    if let Err(failure) = compose(req, &mut rsp) {
+        // Crossplane applies nothing from a response with a Fatal result, so
+        // the resources other steps desired are not dropped either way; but
+        // a response that says nothing new is the least surprising one.
+        let requirements = rsp.requirements.take();
+        rsp = response::to(req, TTL);
+        rsp.requirements = requirements;
+        response::fatal(&mut rsp, failure.to_string()).reason = Some("ComposeFailed".into());
+    }
+    rsp
+}
+
+fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<(), Failure> {
+    let input_json = req.input.as_ref().map(struct_to_json);
+    let input = input::parse(input_json.as_ref()).map_err(Failure)?;
+    let xr = request::observed_composite(req)
+        .and_then(|r| r.resource.as_ref())
+        .map(struct_to_json)
+        .ok_or_else(|| {
+            Failure::invalid(
+                "observed.composite",
+                "the request carries no composite resource",
+                "Crossplane sends the Machine being composed; with fabric compose, pass the Machine manifest",
+            )
+        })?;
+    let machine = Machine::from_json(&xr).map_err(Failure)?;
+    let observed = Observed::from_request(req);
+    let prior_phase = xr
+        .pointer("/status/phase")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+
+    let secret_keys = match keys::resolve(req, &machine, &xr, rsp)? {
+        Keys::NotNeeded => None,
+        Keys::Known(keys) => Some(keys),
+        Keys::Waiting(message) => {
+            if observed.any(&OWNED) {
+                // Composing nothing would delete the machine's resources.
+                return Err(Failure::invalid(
+                    "spec.bootstrap.sshAuthorizedKeysSecretRef",
+                    format!("{message}; the machine's resources exist, so nothing changes until the Secret can be read"),
+                    "restore the Secret",
+                ));
+            }
+            let status = MachineStatus {
+                phase: Some(Phase::WaitingForKeys),
+                node: None,
+                instance_id: Some(machine.instance_id()),
+                ..MachineStatus::default()
+            };
+            report(
+                rsp,
+                &machine,
+                &status,
+                prior_phase.as_deref(),
+                &message,
+                false,
+            );
+            set_ready(response::desired_composite(rsp), Ready::False);
+            return Ok(());
+        }
+    };
+
+    let opts = fabric_cloudinit::RenderOptions {
+        fabric_flake: input
+            .bootstrap
+            .fabric_flake
+            .clone()
+            .unwrap_or_else(|| fabric_cloudinit::DEFAULT_FABRIC_FLAKE.to_string()),
+    };
+    let user_data = fabric_cloudinit::render_user_data(&machine, secret_keys.as_deref(), &opts)
+        .map_err(|e| {
+            let path = match e {
+                fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
+                _ => "spec.bootstrap",
+            };
+            Failure(vec![Diagnostic::error(path, None, e.to_string())])
+        })?;
+    let plan = Plan::new(&machine, xr.get("spec"), &input, user_data)?;
+    let composed = match input.backend {
+        Backend::Bpg => bpg::compose(&plan, &observed),
+        Backend::Terraform => terraform::compose(&plan, &observed),
+    };
+
+    for d in &composed.resources {
+        let Json::Object(object) = &d.object else {
+            continue;
+        };
+        let desired = response::desired_composed(rsp, d.name);
+        // Fabric owns these names: the object is replaced, not merged, so a
+        // field Fabric stopped setting is not kept alive by an old response.
+        desired.resource = Some(json_to_struct(object));
+        set_ready(desired, if d.ready { Ready::True } else { Ready::False });
+    }
+    // A name Fabric owns but no longer composes (the backend changed) goes.
+    if let Some(desired) = rsp.desired.as_mut() {
+        desired.resources.retain(|name, _| {
+            !OWNED.contains(&name.as_str()) || composed.resources.iter().any(|d| d.name == name)
+        });
+    }
+    let status = MachineStatus {
+        phase: Some(composed.phase),
+        vm_id: composed.vm_id,
+        node: Some(plan.node.clone()),
+        ip_addresses: composed.ip_addresses.clone(),
+        user_data_file_id: composed.user_data_file_id.clone(),
+        instance_id: Some(plan.instance_id.clone()),
+    };
+    report(
+        rsp,
+        &machine,
+        &status,
+        prior_phase.as_deref(),
+        &composed.message,
+        composed.vm_ready,
+    );
+    if !composed.vm_ready {
+        // The XR is Ready when the VM is, not when the snippet alone is.
+        set_ready(response::desired_composite(rsp), Ready::False);
+    }
+
+    let size = prost::Message::encoded_len(&*rsp);
+    if size > MAX_RESPONSE_BYTES {
+        return Err(Failure::invalid(
+            "spec",
+            format!("the composed resources take {size} bytes, more than the {MAX_RESPONSE_BYTES} a response may carry"),
+            "shrink the machine's keys or other pipeline steps' resources",
+        ));
+    }
+    tracing::debug!(
+        xr = %machine.name,
+        backend = input.backend.as_str(),
+        phase = composed.phase.as_str(),
+        "composed"
+    );
+    Ok(())
+}
+
+/// Writes the XR status and conditions (state, on every call) and results
+/// (events, only when the phase changed since the observed status).
+fn report(
+    rsp: &mut RunFunctionResponse,
+    machine: &Machine,
+    status: &MachineStatus,
+    prior_phase: Option<&str>,
+    message: &str,
+    vm_ready: bool,
+) {
+    merge_status(rsp, status);
+    let phase = status.phase.unwrap_or(Phase::WaitingForKeys);
+
+    let c = if vm_ready {
+        response::condition_true(rsp, CONDITION_PROVISIONED, "Running")
+    } else {
+        response::condition_false(rsp, CONDITION_PROVISIONED, phase.as_str())
+    };
+    c.message = Some(message.to_string());
+    let c = if vm_ready {
+        response::condition_unknown(rsp, CONDITION_BOOTSTRAPPED, "NotObservable")
+    } else {
+        response::condition_false(rsp, CONDITION_BOOTSTRAPPED, "VMNotRunning")
+    };
+    c.message = Some(if vm_ready {
+        "the VM runs; the first-boot bootstrap reports on the machine itself: run fabric status there".into()
+    } else {
+        "the VM is not running yet".into()
+    });
+
+    if prior_phase == Some(phase.as_str()) {
+        return;
+    }
+    let r = if phase == Phase::WaitingForKeys {
+        response::warning(rsp, message.to_string())
+    } else {
+        response::normal(rsp, format!("{}: {message}", phase.as_str()))
+    };
+    r.reason = Some(phase.as_str().to_string());
+    for w in machine.warnings.iter().filter(|d| !d.is_error()) {
+        response::warning(rsp, w.to_string()).reason = Some("MachineWarning".into());
+    }
+}
+
+/// Adds Fabric's fields to the desired XR status, keeping what earlier
+/// pipeline steps wrote there.
+fn merge_status(rsp: &mut RunFunctionResponse, status: &MachineStatus) {
+    let Ok(Json::Object(ours)) = serde_json::to_value(status) else {
+        return;
+    };
+    let xr = response::desired_composite(rsp);
+    let target = xr.resource.get_or_insert_default();
+    let mut merged = match target
+        .fields
+        .get("status")
+        .map(function_sdk_rust::resource::pb_to_json)
+    {
+        Some(Json::Object(existing)) => existing,
+        _ => serde_json::Map::new(),
+    };
+    merged.extend(ours);
+    target
+        .fields
+        .insert("status".into(), json_to_pb(&Json::Object(merged)));
+}
+
+/// The composition function as a gRPC service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Function;
+
+#[tonic::async_trait]
+impl FunctionRunnerService for Function {
+    async fn run_function(
+        &self,
+        request: tonic::Request<RunFunctionRequest>,
+    ) -> Result<tonic::Response<RunFunctionResponse>, tonic::Status> {
+        let req = request.into_inner();
+        // run never panics on any input (property-tested); this only keeps
+        // a bug from costing Crossplane the connection.
+        let rsp = std::panic::catch_unwind(AssertUnwindSafe(|| run(&req))).unwrap_or_else(|_| {
+            tracing::error!("the function panicked; answering with a Fatal result");
+            let mut rsp = response::to(&req, TTL);
+            response::fatal(&mut rsp, "internal error in function-fabric; see its logs");
+            rsp
+        });
+        let fatal = rsp
+            .results
+            .iter()
+            .find(|r| r.severity == function_sdk_rust::proto::v1::Severity::Fatal as i32);
+        match fatal {
+            Some(r) => tracing::info!(tag = %tag(&req), result = %r.message, "refused"),
+            None => tracing::info!(tag = %tag(&req), results = rsp.results.len(), "composed"),
+        }
+        Ok(tonic::Response::new(rsp))
+    }
+}
+
+fn tag(req: &RunFunctionRequest) -> &str {
+    req.meta.as_ref().map_or("", |m| m.tag.as_str())
+}
+
+/// Serves [`Function`] with the SDK's runtime: mTLS unless `--insecure`,
+/// health and reflection services, metrics, graceful shutdown on SIGTERM.
+pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), function_sdk_rust::Error> {
+    function_sdk_rust::serve(Function, args).await
+}

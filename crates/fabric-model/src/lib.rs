@@ -18,6 +18,7 @@ pub mod schema;
 pub mod secret;
 pub mod source;
 pub mod sshkeys;
+pub mod status;
 
 pub use diag::{Diagnostic, Pos, Severity};
 pub use flake::{FlakeRef, FlakeRefError, FlakeScheme};

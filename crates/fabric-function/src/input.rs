@@ -1,0 +1,316 @@
+//! The function's input: the `fabric.kubelize.io/v1beta1` `Input` a
+//! Composition's pipeline step carries.
+//!
+//! Crossplane never validates function input, so this module does, against
+//! the schema generated from [`InputSpec`] (the same schema the package's
+//! input CRD ships), and every problem names its field path under `input.`.
+
+use std::collections::BTreeMap;
+
+use fabric_model::schema;
+use fabric_model::source::Node;
+use fabric_model::Diagnostic;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// `apiVersion` of the input.
+pub const API_VERSION: &str = "fabric.kubelize.io/v1beta1";
+/// `kind` of the input.
+pub const KIND: &str = "Input";
+
+/// How Fabric composes a Machine: which backend, which provider config,
+/// Proxmox defaults and the template VM ids.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InputSpec {
+    /// Which provider composes the machine: bpg (provider-proxmox-bpg
+    /// EnvironmentFile and EnvironmentVM) or terraform (one provider-terraform
+    /// Workspace with the bpg Terraform provider).
+    #[serde(default)]
+    pub backend: Backend,
+
+    /// The provider config every composed resource uses.
+    #[serde(default)]
+    pub provider_config_ref: ProviderConfigRef,
+
+    /// Proxmox defaults for machines whose spec.proxmox does not say.
+    #[serde(default)]
+    pub proxmox: ProxmoxDefaults,
+
+    /// Template VM ids by Machine spec.image, e.g. nixos-template: 9000.
+    #[serde(default)]
+    pub templates: BTreeMap<String, TemplateId>,
+
+    /// First-boot bootstrap settings.
+    #[serde(default)]
+    pub bootstrap: BootstrapInput,
+}
+
+/// Composition backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(missing_docs)]
+pub enum Backend {
+    // Variants carry no doc comments: schemars would turn the enum into a
+    // oneOf, which a Kubernetes structural schema cannot express.
+    #[default]
+    Bpg,
+    Terraform,
+}
+
+impl Backend {
+    /// The backend as written in the input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Bpg => "bpg",
+            Backend::Terraform => "terraform",
+        }
+    }
+}
+
+/// A reference to a provider config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProviderConfigRef {
+    /// ClusterProviderConfig or ProviderConfig (namespaced Machines only;
+    /// a legacy XMachine's resources name their provider config alone).
+    #[serde(default = "default_provider_config_kind")]
+    pub kind: ProviderConfigKind,
+    /// Name of the provider config.
+    #[serde(default = "default_provider_config_name")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+impl Default for ProviderConfigRef {
+    fn default() -> Self {
+        Self {
+            kind: default_provider_config_kind(),
+            name: default_provider_config_name(),
+        }
+    }
+}
+
+fn default_provider_config_kind() -> ProviderConfigKind {
+    ProviderConfigKind::ClusterProviderConfig
+}
+
+fn default_provider_config_name() -> String {
+    "default".into()
+}
+
+/// Provider config kinds of Crossplane v2 namespaced managed resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum ProviderConfigKind {
+    ClusterProviderConfig,
+    ProviderConfig,
+}
+
+impl ProviderConfigKind {
+    /// The kind as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderConfigKind::ClusterProviderConfig => "ClusterProviderConfig",
+            ProviderConfigKind::ProviderConfig => "ProviderConfig",
+        }
+    }
+}
+
+/// Proxmox defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxmoxDefaults {
+    /// Node for machines whose spec.proxmox.node is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub node: Option<String>,
+    /// VM disk datastore for machines whose spec.proxmox.storage is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub storage: Option<String>,
+    /// NIC bridge for machines whose spec.proxmox.bridge is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub bridge: Option<String>,
+    /// Datastore that holds the cloud-init user-data snippets. It must have
+    /// the 'snippets' content type enabled.
+    #[serde(default = "default_snippet_datastore")]
+    #[schemars(length(min = 1))]
+    pub snippet_datastore: String,
+}
+
+impl Default for ProxmoxDefaults {
+    fn default() -> Self {
+        Self {
+            node: None,
+            storage: None,
+            bridge: None,
+            snippet_datastore: default_snippet_datastore(),
+        }
+    }
+}
+
+fn default_snippet_datastore() -> String {
+    "local".into()
+}
+
+/// A Proxmox template VM id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct TemplateId(#[schemars(range(min = 100, max = 999_999_999))] pub u32);
+
+/// First-boot bootstrap settings.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BootstrapInput {
+    /// Flake that provides the fabric command on VMs whose own flake does
+    /// not, as for fabric render. Defaults to Fabric's own flake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub fabric_flake: Option<String>,
+}
+
+/// Reads the pipeline step's input. No input means every default (and no
+/// templates, so every image is then unknown).
+pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
+    let Some(value) = input else {
+        return Ok(InputSpec::default());
+    };
+    let node = Node::from_json(value);
+    let mut diags = Vec::new();
+    for (field, want) in [("apiVersion", API_VERSION), ("kind", KIND)] {
+        let got = value.get(field).and_then(Json::as_str);
+        if got != Some(want) {
+            let msg = match got {
+                Some(g) => format!("{g} is not the Fabric input's {field}"),
+                None => "is required but missing".into(),
+            };
+            diags.push(
+                Diagnostic::error(format!("input.{field}"), None, msg)
+                    .hint(format!("write {field}: {want}")),
+            );
+        }
+    }
+    let root = |path: &str, key: &str| {
+        path == "input" && matches!(key, "apiVersion" | "kind" | "metadata")
+    };
+    let mut index = schema::PathIndex::default();
+    let checked = schema::check(
+        &node,
+        &schema::schema_for::<InputSpec>(),
+        "input",
+        &root,
+        &mut diags,
+        &mut index,
+    );
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+    let Some(checked) = checked else {
+        return Ok(InputSpec::default());
+    };
+    serde_json::from_value(checked).map_err(|e| {
+        vec![
+            Diagnostic::error("input", None, format!("does not match the Input: {e}"))
+                .hint("see package/input for the Input's fields"),
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn messages(r: Result<InputSpec, Vec<Diagnostic>>) -> Vec<String> {
+        match r {
+            Ok(_) => Vec::new(),
+            Err(d) => d.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_issue_example_reads_with_every_field() {
+        let input = json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "backend": "terraform",
+            "providerConfigRef": {"kind": "ProviderConfig", "name": "lab"},
+            "proxmox": {"node": "pve1", "storage": "local-zfs", "bridge": "vmbr0", "snippetDatastore": "local"},
+            "templates": {"nixos-template": 9000},
+            "bootstrap": {"fabricFlake": "github:kubelize/fabric"},
+        });
+        let spec = parse(Some(&input)).map_err(|d| format!("{d:?}"));
+        let spec = spec.as_ref().map_err(String::as_str);
+        assert_eq!(spec.map(|s| s.backend), Ok(Backend::Terraform));
+        assert_eq!(
+            spec.map(|s| s.templates.get("nixos-template").copied()),
+            Ok(Some(TemplateId(9000)))
+        );
+        assert_eq!(
+            spec.map(|s| s.provider_config_ref.kind),
+            Ok(ProviderConfigKind::ProviderConfig)
+        );
+        assert_eq!(
+            spec.map(|s| s.proxmox.node.clone()),
+            Ok(Some("pve1".into()))
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_fields_are_left_out() {
+        let spec = parse(Some(&json!({"apiVersion": API_VERSION, "kind": KIND}))).ok();
+        assert_eq!(spec, Some(InputSpec::default()));
+        assert_eq!(parse(None).ok(), Some(InputSpec::default()));
+        let d = InputSpec::default();
+        assert_eq!(d.backend, Backend::Bpg);
+        assert_eq!(d.provider_config_ref.name, "default");
+        assert_eq!(d.proxmox.snippet_datastore, "local");
+    }
+
+    #[test]
+    fn problems_name_their_field_path() {
+        let input = json!({
+            "apiVersion": API_VERSION, "kind": KIND,
+            "backend": "terrafrom",
+            "proxmox": {"snipetDatastore": "local"},
+            "templates": {"nixos-template": 12},
+        });
+        let m = messages(parse(Some(&input)));
+        assert!(
+            m.iter().any(|m| m.starts_with(
+                "input.backend: terrafrom is not a known value (did you mean terraform?"
+            )),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|m| m.starts_with(
+                "input.proxmox.snipetDatastore: unknown field (did you mean snippetDatastore?"
+            )),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("input.templates.nixos-template: 12 is out of range")),
+            "{m:?}"
+        );
+    }
+
+    #[test]
+    fn a_foreign_input_is_refused_by_kind_and_version() {
+        let m = messages(parse(Some(
+            &json!({"apiVersion": "pt.fn.crossplane.io/v1beta1", "kind": "Resources"}),
+        )));
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("input.apiVersion: pt.fn.crossplane.io/v1beta1 is not")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter()
+                .any(|m| m.starts_with("input.kind: Resources is not")),
+            "{m:?}"
+        );
+    }
+}

@@ -1,0 +1,121 @@
+//! SSH keys from the Secret named by `spec.bootstrap.sshAuthorizedKeysSecretRef`.
+//!
+//! The Secret is asked for as a required resource, by name, in the XR's own
+//! namespace, on every call (Crossplane stops asking once the requirement is
+//! stable). A Secret from any other namespace is ignored, whatever sent it.
+//! Its content is key material: nothing here logs or reports it, only the
+//! Secret's namespace, name and data key.
+
+use fabric_model::source::Node;
+use fabric_model::{AuthorizedKey, Diagnostic, Machine, MachineKind};
+use function_sdk_rust::proto::v1::{RunFunctionRequest, RunFunctionResponse};
+use function_sdk_rust::request;
+use function_sdk_rust::response::{self, ResourceMatch};
+use serde_json::Value as Json;
+
+use crate::Failure;
+
+/// Requirement name of the keys Secret.
+pub const REQUIREMENT: &str = "fabric-ssh-keys";
+
+/// The label Crossplane puts on a legacy XR created through a claim.
+pub const CLAIM_NAMESPACE_LABEL: &str = "crossplane.io/claim-namespace";
+
+/// Where the keys stand.
+#[derive(Debug)]
+pub enum Keys {
+    /// The machine takes no keys from a Secret.
+    NotNeeded,
+    /// The Secret's keys.
+    Known(Vec<AuthorizedKey>),
+    /// Not readable yet; why, naming only the Secret.
+    Waiting(String),
+}
+
+/// Asks for the Secret and reads it once Crossplane supplies it.
+pub fn resolve(
+    req: &RunFunctionRequest,
+    machine: &Machine,
+    xr: &Json,
+    rsp: &mut RunFunctionResponse,
+) -> Result<Keys, Failure> {
+    let Some(secret_ref) = &machine.ssh_keys_secret else {
+        return Ok(Keys::NotNeeded);
+    };
+    let namespace = own_namespace(machine, xr)?;
+    response::require_resources(
+        rsp,
+        REQUIREMENT,
+        "v1",
+        "Secret",
+        Some(ResourceMatch::Name(secret_ref.name.clone())),
+        Some(namespace.clone()),
+    );
+    let what = format!(
+        "Secret {namespace}/{} (key {})",
+        secret_ref.name, secret_ref.key
+    );
+    let Some(found) = request::get_required_resources(req, REQUIREMENT) else {
+        return Ok(Keys::Waiting(format!(
+            "waiting for Crossplane to fetch the SSH keys {what}"
+        )));
+    };
+    let is_ours = |s: &&Json| {
+        s.pointer("/metadata/namespace").and_then(Json::as_str) == Some(namespace.as_str())
+            && s.pointer("/metadata/name").and_then(Json::as_str) == Some(secret_ref.name.as_str())
+            && s.get("kind").and_then(Json::as_str) == Some("Secret")
+    };
+    let ignored = found.iter().filter(|s| !is_ours(s)).count();
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            namespace = %namespace,
+            secret = %secret_ref.name,
+            "ignored required resources that are not the machine's own Secret"
+        );
+    }
+    let Some(secret) = found.iter().find(is_ours) else {
+        return Ok(Keys::Waiting(format!(
+            "the SSH keys {what} does not exist; create it, or fix spec.bootstrap.sshAuthorizedKeysSecretRef"
+        )));
+    };
+    match fabric_model::secret::keys_from_secret(&Node::from_json(secret), &secret_ref.key) {
+        Ok(keys) => Ok(Keys::Known(keys)),
+        Err(diags) => Err(Failure(
+            diags
+                .into_iter()
+                .map(|d| Diagnostic {
+                    path: format!("{what}: {}", d.path),
+                    ..d
+                })
+                .collect(),
+        )),
+    }
+}
+
+/// The namespace a machine's Secret must live in: a Machine's own; for a
+/// legacy XMachine, the namespace of the claim it was created through.
+fn own_namespace(machine: &Machine, xr: &Json) -> Result<String, Failure> {
+    match machine.kind {
+        MachineKind::Machine => machine.namespace.clone().ok_or_else(|| {
+            Failure::invalid(
+                "metadata.namespace",
+                "a Machine is namespaced, but this one has no namespace",
+                "Crossplane sets it; render a namespaced Machine with metadata.namespace",
+            )
+        }),
+        MachineKind::XMachine => xr
+            .pointer("/metadata/labels")
+            .and_then(|l| l.get(CLAIM_NAMESPACE_LABEL))
+            .and_then(Json::as_str)
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                Failure::invalid(
+                    "spec.bootstrap.sshAuthorizedKeysSecretRef",
+                    "a cluster-scoped XMachine not made through a claim has no namespace to read a Secret from",
+                    "give the keys inline in sshAuthorizedKeys, create the XMachine through its Machine claim, or use a namespaced Machine",
+                )
+            }),
+    }
+}

@@ -1,0 +1,203 @@
+//! What to build for one machine, decided once and independent of the
+//! backend: placement resolved against the input's defaults, the template
+//! id, the network in Proxmox's terms, and the rendered user-data.
+
+use fabric_model::{Machine, MachineKind};
+use serde_json::{json, Value as Json};
+
+use crate::input::{InputSpec, ProviderConfigRef};
+use crate::Failure;
+
+/// Whether the XR and so its composed resources are namespaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A v2 `Machine`: namespaced `.m.` kinds in the XR's namespace.
+    Namespaced,
+    /// A legacy `XMachine`: cluster-scoped kinds.
+    Cluster,
+}
+
+/// Everything a backend needs to compose one machine.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Namespaced or cluster-scoped kinds.
+    pub scope: Scope,
+    /// The input's provider config.
+    pub provider_config: ProviderConfigRef,
+    /// `namespace/name` (or `name`) of the XR, for descriptions.
+    pub owner: String,
+    /// VM name (the hostname).
+    pub hostname: String,
+    /// Proxmox node.
+    pub node: String,
+    /// VM disk datastore.
+    pub storage: String,
+    /// NIC bridge.
+    pub bridge: String,
+    /// NIC VLAN tag.
+    pub vlan: Option<u16>,
+    /// Pinned MAC, upper case as Proxmox shows it.
+    pub mac: Option<String>,
+    /// Datastore holding the snippet.
+    pub snippet_datastore: String,
+    /// The template VM to clone.
+    pub template_vm_id: u32,
+    /// Cores per socket.
+    pub cores: u32,
+    /// Sockets.
+    pub sockets: u32,
+    /// Memory in MiB.
+    pub memory_mib: u32,
+    /// Disk in GiB.
+    pub disk_gib: u32,
+    /// Static IPv4 `address/prefix` and gateway; `None` is DHCP.
+    pub ipv4: Option<(String, Option<String>)>,
+    /// Static IPv6 `address/prefix` and gateway.
+    pub ipv6: Option<(String, Option<String>)>,
+    /// DNS servers.
+    pub dns: Vec<String>,
+    /// DNS search domains.
+    pub search_domains: Vec<String>,
+    /// Proxmox tags, sorted (Proxmox sorts them; a different order would be
+    /// a change on every reconcile).
+    pub tags: Vec<String>,
+    /// The user-data `fabric render` prints for this machine.
+    pub user_data: String,
+    /// Snippet file name: stable for the machine, unique between machines.
+    pub file_name: String,
+    /// cloud-init instance-id.
+    pub instance_id: String,
+}
+
+/// The tag every Fabric VM carries, so they can be found in Proxmox.
+pub const FABRIC_TAG: &str = "fabric";
+
+impl Plan {
+    /// Resolves `machine` against the input. `raw_spec` is the observed XR's
+    /// spec as sent, to tell a value the user wrote from a model default.
+    pub fn new(
+        machine: &Machine,
+        raw_spec: Option<&Json>,
+        input: &InputSpec,
+        user_data: String,
+    ) -> Result<Plan, Failure> {
+        let written = |field: &str| {
+            raw_spec
+                .and_then(|s| s.pointer(&format!("/proxmox/{field}")))
+                .is_some_and(|v| !v.is_null())
+        };
+        let node = match (&machine.proxmox.node, &input.proxmox.node) {
+            (Some(n), _) | (None, Some(n)) => n.clone(),
+            (None, None) => {
+                return Err(Failure::invalid(
+                    "spec.proxmox.node",
+                    "no Proxmox node: the machine does not name one and the function input has no default",
+                    "set spec.proxmox.node, or proxmox.node in the Composition's function input",
+                ))
+            }
+        };
+        let storage = match (&input.proxmox.storage, written("storage")) {
+            (Some(s), false) => s.clone(),
+            _ => machine.proxmox.storage.clone(),
+        };
+        let bridge = match (&input.proxmox.bridge, written("bridge")) {
+            (Some(b), false) => b.clone(),
+            _ => machine.proxmox.bridge.clone(),
+        };
+        let template_vm_id = match input.templates.get(&machine.image) {
+            Some(id) => id.0,
+            None => {
+                let known: Vec<&str> = input.templates.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "the function input lists no templates; add templates: {<image>: <template VM id>}".to_string()
+                } else {
+                    match fabric_model::schema::closest(&machine.image, known.iter().copied()) {
+                        Some(n) => format!("did you mean {n}? known images: {}", known.join(", ")),
+                        None => format!("known images: {}", known.join(", ")),
+                    }
+                };
+                return Err(Failure::invalid(
+                    "spec.image",
+                    format!("{} is not a template the function knows", machine.image),
+                    hint,
+                ));
+            }
+        };
+        let net = &machine.network;
+        let ipv4 = net
+            .ipv4
+            .map(|(addr, gw)| (addr.to_string(), gw.map(|g| g.to_string())));
+        let ipv6 = net
+            .ipv6
+            .map(|(addr, gw)| (addr.to_string(), gw.map(|g| g.to_string())));
+        let mut tags: Vec<String> = machine
+            .tags
+            .iter()
+            // '.' is a valid Proxmox tag character that neither keys nor
+            // values may contain, so key.value reads back unambiguously.
+            .map(|(k, v)| format!("{k}.{v}"))
+            .chain(std::iter::once(FABRIC_TAG.to_string()))
+            .collect();
+        tags.sort();
+        tags.dedup();
+        let owner = match &machine.namespace {
+            Some(ns) => format!("{ns}/{}", machine.name),
+            None => machine.name.clone(),
+        };
+        let instance_id = machine.instance_id();
+        Ok(Plan {
+            scope: match machine.kind {
+                MachineKind::Machine => Scope::Namespaced,
+                MachineKind::XMachine => Scope::Cluster,
+            },
+            provider_config: input.provider_config_ref.clone(),
+            owner,
+            hostname: machine.hostname.clone(),
+            node,
+            storage,
+            bridge,
+            vlan: machine.proxmox.vlan,
+            mac: machine.network.mac.as_ref().map(|m| m.to_upper()),
+            snippet_datastore: input.proxmox.snippet_datastore.clone(),
+            template_vm_id,
+            cores: machine.cores,
+            sockets: machine.sockets,
+            memory_mib: machine.memory_mib,
+            disk_gib: machine.disk_gib,
+            ipv4,
+            ipv6,
+            dns: net.dns.iter().map(ToString::to_string).collect(),
+            search_domains: net.search_domains.clone(),
+            tags,
+            user_data,
+            file_name: format!("{instance_id}.user-data.yaml"),
+            instance_id,
+        })
+    }
+
+    /// `spec.providerConfigRef` of every composed resource. Cluster-scoped
+    /// managed resources name only the config; a kind there is refused.
+    pub fn provider_config_ref(&self) -> Json {
+        match self.scope {
+            Scope::Namespaced => json!({
+                "kind": self.provider_config.kind.as_str(),
+                "name": self.provider_config.name,
+            }),
+            Scope::Cluster => json!({"name": self.provider_config.name}),
+        }
+    }
+
+    /// The snippet's Proxmox volume id, as the provider reports it once
+    /// uploaded (`<datastore>:snippets/<file>`).
+    pub fn expected_file_id(&self) -> String {
+        format!("{}:snippets/{}", self.snippet_datastore, self.file_name)
+    }
+
+    /// Text for the VM's Proxmox description.
+    pub fn description(&self) -> String {
+        format!(
+            "Managed by Fabric for Machine {}. Edit the Machine, not this VM.",
+            self.owner
+        )
+    }
+}

@@ -1,0 +1,245 @@
+//! Backend `terraform`: one provider-terraform `Workspace` whose inline
+//! module declares the bpg Terraform provider's snippet file and VM, with
+//! the same content as backend `bpg`.
+//!
+//! The module is JSON (`inlineFormat: JSON`), built as a value and
+//! serialised, so no HCL is templated by hand. Terraform orders the file
+//! before the VM itself (the VM references the file's id), so there is no
+//! WaitingForSnippet phase here. Sizes and placement are Terraform variables
+//! in `varmap`; nothing secret is a variable. Create-time-only attributes
+//! are listed in `lifecycle.ignore_changes`, the Terraform counterpart of
+//! `initProvider`.
+
+use fabric_model::status::Phase;
+use serde_json::{json, Map, Value as Json};
+
+use crate::observed::{as_u32, guest_addresses, Observed};
+use crate::plan::{Plan, Scope};
+use crate::{Composed, Desired};
+
+/// Composition name of the workspace.
+pub const WORKSPACE: &str = "workspace";
+
+/// `apiVersion` of Workspace for the scope.
+pub fn workspace_api_version(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Namespaced => "tf.m.upbound.io/v1beta1",
+        Scope::Cluster => "tf.upbound.io/v1beta1",
+    }
+}
+
+/// Composes the workspace.
+pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
+    let ws = observed.get(WORKSPACE);
+    let ready = ws.is_some_and(|w| w.ready);
+    let output = |name: &str| ws.and_then(|w| w.at_provider(&format!("/outputs/{name}")));
+    let vm_id = output("vm_id").and_then(as_u32);
+    let ip_addresses = guest_addresses(&[output("ipv4_addresses"), output("ipv6_addresses")]);
+    let user_data_file_id = output("user_data_file_id")
+        .and_then(Json::as_str)
+        .map(str::to_string);
+    let (phase, message) = if ready {
+        (
+            Phase::Running,
+            match vm_id {
+                Some(id) => format!("VM {id} is running on node {}", plan.node),
+                None => format!("the VM is running on node {}", plan.node),
+            },
+        )
+    } else {
+        (
+            Phase::Provisioning,
+            format!(
+                "applying the Terraform workspace: snippet {} and a clone of template {} on node {}",
+                plan.file_name, plan.template_vm_id, plan.node
+            ),
+        )
+    };
+    Composed {
+        resources: vec![Desired {
+            name: WORKSPACE,
+            object: workspace_object(plan),
+            ready,
+        }],
+        phase,
+        vm_ready: ready,
+        vm_id,
+        ip_addresses,
+        user_data_file_id,
+        message,
+    }
+}
+
+/// The Workspace.
+pub fn workspace_object(plan: &Plan) -> Json {
+    json!({
+        "apiVersion": workspace_api_version(plan.scope),
+        "kind": "Workspace",
+        "spec": {
+            "providerConfigRef": plan.provider_config_ref(),
+            "forProvider": {
+                "source": "Inline",
+                "inlineFormat": "JSON",
+                "module": module(plan).to_string(),
+                "varmap": variables(plan),
+            },
+        },
+    })
+}
+
+/// Values a user may want to read or tune in the Workspace; none secret.
+pub fn variables(plan: &Plan) -> Json {
+    let mut v = Map::new();
+    v.insert("vm_name".into(), json!(plan.hostname));
+    v.insert("node_name".into(), json!(plan.node));
+    v.insert("template_vm_id".into(), json!(plan.template_vm_id));
+    v.insert("cores".into(), json!(plan.cores));
+    v.insert("sockets".into(), json!(plan.sockets));
+    v.insert("memory_mib".into(), json!(plan.memory_mib));
+    v.insert("disk_gib".into(), json!(plan.disk_gib));
+    v.insert("datastore_id".into(), json!(plan.storage));
+    v.insert("snippet_datastore_id".into(), json!(plan.snippet_datastore));
+    v.insert("bridge".into(), json!(plan.bridge));
+    v.insert("tags".into(), json!(plan.tags));
+    Json::Object(v)
+}
+
+/// Terraform's JSON syntax reads every string as a template: `${` and `%{`
+/// in literal text must be doubled to mean themselves.
+pub fn escape_template(text: &str) -> String {
+    text.replace("${", "$${").replace("%{", "%%{")
+}
+
+/// The root module, as main.tf.json.
+pub fn module(plan: &Plan) -> Json {
+    let var = |name: &str, ty: &str| (name.to_string(), json!({"type": ty}));
+    let variables: Map<String, Json> = [
+        var("vm_name", "string"),
+        var("node_name", "string"),
+        var("template_vm_id", "number"),
+        var("cores", "number"),
+        var("sockets", "number"),
+        var("memory_mib", "number"),
+        var("disk_gib", "number"),
+        var("datastore_id", "string"),
+        var("snippet_datastore_id", "string"),
+        var("bridge", "string"),
+        var("tags", "list(string)"),
+    ]
+    .into_iter()
+    .collect();
+
+    let mut nic = Map::new();
+    nic.insert("bridge".into(), json!("${var.bridge}"));
+    nic.insert("model".into(), json!("virtio"));
+    if let Some(vlan) = plan.vlan {
+        nic.insert("vlan_id".into(), json!(vlan));
+    }
+    if let Some(mac) = &plan.mac {
+        nic.insert("mac_address".into(), json!(mac));
+    }
+
+    let addr = |a: &str, gw: &Option<String>| {
+        let mut m = Map::new();
+        m.insert("address".into(), json!(a));
+        if let Some(g) = gw {
+            m.insert("gateway".into(), json!(g));
+        }
+        Json::Object(m)
+    };
+    let mut ip_config = Map::new();
+    match &plan.ipv4 {
+        Some((a, gw)) => ip_config.insert("ipv4".into(), addr(a, gw)),
+        None => ip_config.insert("ipv4".into(), json!({"address": "dhcp"})),
+    };
+    if let Some((a, gw)) = &plan.ipv6 {
+        ip_config.insert("ipv6".into(), addr(a, gw));
+    }
+    let mut init = Map::new();
+    init.insert("datastore_id".into(), json!("${var.datastore_id}"));
+    init.insert(
+        "user_data_file_id".into(),
+        json!("${proxmox_virtual_environment_file.user_data.id}"),
+    );
+    init.insert("ip_config".into(), Json::Object(ip_config));
+    if !plan.dns.is_empty() || !plan.search_domains.is_empty() {
+        let mut dns = Map::new();
+        if !plan.dns.is_empty() {
+            dns.insert("servers".into(), json!(plan.dns));
+        }
+        if !plan.search_domains.is_empty() {
+            dns.insert("domain".into(), json!(plan.search_domains.join(" ")));
+        }
+        init.insert("dns".into(), Json::Object(dns));
+    }
+
+    json!({
+        "terraform": {
+            "required_providers": {
+                "proxmox": {"source": "bpg/proxmox"},
+            },
+        },
+        "variable": variables,
+        "resource": {
+            "proxmox_virtual_environment_file": {
+                "user_data": {
+                    "content_type": "snippets",
+                    "datastore_id": "${var.snippet_datastore_id}",
+                    "node_name": "${var.node_name}",
+                    "source_raw": {
+                        "data": escape_template(&plan.user_data),
+                        "file_name": escape_template(&plan.file_name),
+                    },
+                    "lifecycle": {"ignore_changes": ["source_raw"]},
+                },
+            },
+            "proxmox_virtual_environment_vm": {
+                "machine": {
+                    "name": "${var.vm_name}",
+                    "node_name": "${var.node_name}",
+                    "description": escape_template(&plan.description()),
+                    "tags": "${var.tags}",
+                    "on_boot": true,
+                    "started": true,
+                    "agent": {"enabled": true},
+                    "operating_system": {"type": "l26"},
+                    "clone": {
+                        "vm_id": "${var.template_vm_id}",
+                        "full": true,
+                        "datastore_id": "${var.datastore_id}",
+                    },
+                    "cpu": {"cores": "${var.cores}", "sockets": "${var.sockets}"},
+                    "memory": {"dedicated": "${var.memory_mib}"},
+                    "disk": {
+                        "interface": "scsi0",
+                        "datastore_id": "${var.datastore_id}",
+                        "size": "${var.disk_gib}",
+                    },
+                    "network_device": Json::Object(nic),
+                    "initialization": Json::Object(init),
+                    "lifecycle": {"ignore_changes": ["clone", "initialization"]},
+                },
+            },
+        },
+        "output": {
+            "vm_id": {"value": "${proxmox_virtual_environment_vm.machine.vm_id}"},
+            "ipv4_addresses": {"value": "${proxmox_virtual_environment_vm.machine.ipv4_addresses}"},
+            "ipv6_addresses": {"value": "${proxmox_virtual_environment_vm.machine.ipv6_addresses}"},
+            "user_data_file_id": {"value": "${proxmox_virtual_environment_file.user_data.id}"},
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_template;
+
+    #[test]
+    fn template_sequences_in_literal_text_are_doubled() {
+        assert_eq!(
+            escape_template("echo ${HOME} %{x} $x %y"),
+            "echo $${HOME} %%{x} $x %y"
+        );
+        assert_eq!(escape_template("plain"), "plain");
+    }
+}

@@ -1,0 +1,504 @@
+# The Fabric NixOS module.
+#
+#   services.fabric.bootstrap  the first-boot unit: switch once to the flake
+#                              that cloud-init wrote to /etc/nix-flake-target
+#   services.fabric.agent      the daemon that keeps the machine on that flake
+#
+# docs/proxmox-template.md tells the whole first-boot story; the comments
+# here say why each unit setting is what it is.
+{
+  config,
+  lib,
+  pkgs,
+  ...
+}:
+
+let
+  inherit (lib)
+    concatMap
+    concatStringsSep
+    hasPrefix
+    literalExpression
+    mkDefault
+    mkEnableOption
+    mkIf
+    mkMerge
+    mkOption
+    optional
+    optionals
+    removeSuffix
+    types
+    ;
+
+  cfg = config.services.fabric;
+
+  # What `fabric` itself uses (crates/fabric-converge/src/layout.rs).
+  # crates/fabric-converge/tests/nixos_module.rs compares every value here
+  # with that file, so a rename on either side fails the tests.
+  layout = {
+    binary = "fabric";
+    bootstrapUnit = "fabric-bootstrap.service";
+    agentUnit = "fabric-agent.service";
+    flakeTarget = "/etc/nix-flake-target";
+    bootstrapMarker = "/var/lib/nixos-bootstrap-complete";
+    stateDir = "/var/lib/fabric";
+    agentState = "/var/lib/fabric/agent.json";
+    convergeLock = "/var/lib/fabric/converge.lock";
+    systemProfile = "/nix/var/nix/profiles/system";
+    defaultInterval = "5m";
+    defaultBootstrapTimeout = "30m";
+    defaultHealthTimeout = "60s";
+    defaultMetricsAddress = "127.0.0.1:9750";
+    # Exit code for bad input (a refused flake target, a bad flag): running
+    # the same thing again cannot succeed, so systemd must not retry it.
+    exitUsage = 2;
+  };
+
+  # The name `systemd.services.<name>` takes: the unit name without suffix.
+  serviceName = unit: removeSuffix ".service" unit;
+  bootstrapName = serviceName layout.bootstrapUnit;
+  agentName = serviceName layout.agentUnit;
+  upgradeName = "${agentName}-upgrade";
+  definitionName = "${agentName}-definition";
+
+  # One argv word of ExecStart=. systemd reads C-style double-quoted words,
+  # which JSON strings are; it expands `%` specifiers and `$VAR` even inside
+  # quotes, so both are doubled. Health checks are shell commands and often
+  # hold both (`curl -w '%{http_code}'`, `$HOSTNAME`).
+  execWord = arg: builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
+  execLine = argv: concatStringsSep " " (map execWord argv);
+
+  exe = "${cfg.package}/bin/${layout.binary}";
+
+  bootstrapArgv = [
+    exe
+    "bootstrap"
+    "--timeout"
+    cfg.bootstrap.timeout
+  ]
+  ++ cfg.bootstrap.extraArgs;
+
+  agentArgv = [
+    exe
+    "agent"
+  ]
+  ++ optionals (cfg.agent.flake != null) [
+    "--flake"
+    cfg.agent.flake
+  ]
+  ++ [
+    "--interval"
+    cfg.agent.interval
+  ]
+  ++ concatMap (check: [
+    "--health-check"
+    check
+  ]) cfg.agent.healthChecks
+  ++ [
+    "--health-timeout"
+    cfg.agent.healthTimeout
+    "--reboot"
+    cfg.agent.reboot
+    "--metrics-address"
+    cfg.agent.metrics.address
+  ]
+  ++ cfg.agent.extraArgs;
+
+  # Tools the converge runs call by name. systemd, coreutils and friends are
+  # on every NixOS service's PATH already.
+  convergePath = [
+    config.nix.package
+    pkgs.git
+    pkgs.openssh
+  ];
+
+  convergeEnvironment = config.networking.proxy.envVars // {
+    # Builds and store writes go through nix-daemon, so the units below can
+    # see the file system read-only (ProtectSystem=strict).
+    NIX_REMOTE = "daemon";
+    # Nix keeps its Git and tarball caches under $XDG_CACHE_HOME/nix; root's
+    # home is read-only here (ProtectHome=read-only).
+    XDG_CACHE_HOME = "/var/cache/fabric";
+  };
+
+  # Hardening both units share. Activation does not run under it: fabric
+  # starts switch-to-configuration in a transient unit of its own
+  # (systemd-run, `fabric-switch-*`), which PID 1 creates with none of these
+  # restrictions, and which survives this unit being stopped mid-switch.
+  # What the units themselves write: the system profile (nix-env --set and
+  # rollback), fabric's state and cache directories, and the bootstrap
+  # marker (bootstrap only). Nothing else.
+  hardening = {
+    ProtectSystem = "strict";
+    # Private flakes are fetched with root's ~/.ssh and ~/.gitconfig.
+    ProtectHome = "read-only";
+    ReadWritePaths = [ (dirOf layout.systemProfile) ];
+    StateDirectory = baseNameOf layout.stateDir;
+    StateDirectoryMode = "0700";
+    CacheDirectory = "fabric";
+    CacheDirectoryMode = "0700";
+    WorkingDirectory = layout.stateDir;
+    PrivateTmp = true;
+    PrivateDevices = true;
+    ProtectKernelTunables = true;
+    ProtectKernelModules = true;
+    ProtectKernelLogs = true;
+    ProtectControlGroups = true;
+    ProtectClock = true;
+    RestrictNamespaces = true;
+    RestrictRealtime = true;
+    RestrictSUIDSGID = true;
+    LockPersonality = true;
+    NoNewPrivileges = true;
+    SystemCallArchitectures = "native";
+    RestrictAddressFamilies = [
+      "AF_UNIX"
+      "AF_INET"
+      "AF_INET6"
+      "AF_NETLINK"
+    ];
+  };
+
+  # Everything that decides how the running agent behaves. The agent carries
+  # it in its environment; fabric-agent-upgrade compares the running one
+  # with the one systemd has loaded (see `restartIfChanged` below).
+  agentDefinition = builtins.hashString "sha256" (
+    builtins.toJSON {
+      argv = agentArgv;
+      path = map toString convergePath;
+      environment = convergeEnvironment;
+    }
+  );
+
+  isLoopback =
+    address:
+    hasPrefix "127." address || hasPrefix "[::1]:" address || hasPrefix "localhost:" address;
+in
+{
+  options.services.fabric = {
+    package = mkOption {
+      type = types.package;
+      # Not `pkgs.fabric`: nixpkgs has an unrelated package by that name.
+      default = pkgs.kubelize-fabric or (pkgs.callPackage ./package.nix { });
+      defaultText = literalExpression "pkgs.kubelize-fabric or (pkgs.callPackage ./package.nix { })";
+      description = ''
+        The package that provides the `fabric` binary. The flake's
+        `nixosModules.default` sets it to the flake's own build; the
+        flake's `overlays.default` provides it as `pkgs.kubelize-fabric`.
+      '';
+    };
+
+    bootstrap = {
+      enable = mkEnableOption ''
+        the first-boot bootstrap: `fabric-bootstrap.service` switches the
+        machine once to the flake reference in `/etc/nix-flake-target`,
+        writes `/var/lib/nixos-bootstrap-complete` and never runs again.
+        The Proxmox template turns it on; a host flake may keep it on, since
+        the completion marker makes every later start a no-op
+      '';
+
+      timeout = mkOption {
+        type = types.str;
+        default = layout.defaultBootstrapTimeout;
+        example = "1h";
+        description = ''
+          How long `fabric bootstrap` waits for the flake's Git remote to
+          answer before the run fails and systemd retries it
+          (`fabric bootstrap --timeout`).
+        '';
+      };
+
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Further arguments for `fabric bootstrap`.";
+      };
+    };
+
+    agent = {
+      enable = mkEnableOption ''
+        the Fabric agent: `fabric-agent.service` watches the flake for new
+        commits, builds exactly the new revision, switches to it, runs the
+        health checks and rolls back when they fail
+      '';
+
+      flake = mkOption {
+        type = types.nullOr types.str;
+        default = null;
+        example = "git+https://github.com/org/fleet?ref=main#dns01";
+        description = ''
+          The flake reference to converge on. `null` (the default) reads it
+          from `/etc/nix-flake-target` at every run, which is where the
+          Machine's `flakeRef` lands through cloud-init.
+        '';
+      };
+
+      interval = mkOption {
+        type = types.str;
+        default = layout.defaultInterval;
+        example = "1m";
+        description = "How often the agent asks the Git remote for a new commit (`--interval`).";
+      };
+
+      healthChecks = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        example = [
+          "systemctl is-active --quiet nginx.service"
+          "curl --fail --silent --max-time 5 http://127.0.0.1/healthz"
+        ];
+        description = ''
+          Shell commands run after each switch; any non-zero exit rolls the
+          machine back to the previous generation (`--health-check`, one per
+          command). They run inside the agent's sandbox: read-only file
+          system, private /tmp, the new generation's
+          `/run/current-system/sw/bin` on PATH.
+        '';
+      };
+
+      healthTimeout = mkOption {
+        type = types.str;
+        default = layout.defaultHealthTimeout;
+        description = "How long each health check may run (`--health-timeout`).";
+      };
+
+      reboot = mkOption {
+        type = types.enum [
+          "never"
+          "when-needed"
+        ];
+        default = "never";
+        description = ''
+          Whether the agent reboots after a switch that changed the kernel,
+          initrd or kernel modules, or that switch-to-configuration could
+          only apply at boot (`--reboot`).
+        '';
+      };
+
+      metrics.address = mkOption {
+        type = types.str;
+        default = layout.defaultMetricsAddress;
+        example = "0.0.0.0:9750";
+        description = ''
+          Where the agent serves Prometheus metrics (`--metrics-address`).
+          The default is loopback only; the endpoint has no authentication,
+          so open it to the network only behind a firewall rule.
+        '';
+      };
+
+      extraArgs = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Further arguments for `fabric agent`.";
+      };
+    };
+  };
+
+  config = mkMerge [
+    (mkIf (cfg.bootstrap.enable || cfg.agent.enable) {
+      # For the operator: `fabric status`, `fabric doctor`.
+      environment.systemPackages = [ cfg.package ];
+      # The converge runs build flakes; so does anyone debugging them.
+      nix.settings.experimental-features = [
+        "nix-command"
+        "flakes"
+      ];
+    })
+
+    (mkIf cfg.bootstrap.enable {
+      systemd.services.${bootstrapName} = {
+        description = "Fabric first-boot bootstrap (switch to the flake in ${layout.flakeTarget})";
+        documentation = [ "https://github.com/kubelize/fabric/blob/main/docs/proxmox-template.md" ];
+
+        # Started at every boot, and by cloud-init's per-boot hook with
+        # `systemctl start --no-block`; both requests land on this one unit,
+        # and systemd merges a start into one already queued or running.
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        # cloud-final writes nothing we read, but it is where cloud-init's
+        # per-boot hook starts this unit; after it, the admin user, the
+        # hostname and /etc/nix-flake-target are all in place.
+        #
+        # multi-user.target: without it systemd orders the target after
+        # every unit it wants, so boot would wait for the whole bootstrap,
+        # and the `systemctl start multi-user.target` that
+        # switch-to-configuration issues from inside this very run would
+        # wait for this run: a deadlock. Being ordered after the target
+        # turns that default ordering off (nixpkgs' amazon-init does the same).
+        after = [
+          "network-online.target"
+          "cloud-final.service"
+          "multi-user.target"
+        ];
+
+        unitConfig = {
+          # Skipped (not failed) when cloud-init wrote no flake target, and
+          # after the first successful run.
+          ConditionPathExists = [
+            layout.flakeTarget
+            "!${layout.bootstrapMarker}"
+          ];
+          # With the backoff below a failing bootstrap starts at most nine
+          # times in its first hour and four times an hour after that, so
+          # this limit never stops the retries; it only stops a tight loop
+          # should someone set RestartSec=0.
+          StartLimitIntervalSec = "1h";
+          StartLimitBurst = 10;
+          # The switch this unit runs usually moves to a generation without
+          # it (or with a changed copy). Stopping it then would kill the run
+          # before it records success.
+          X-StopOnRemoval = false;
+        };
+        restartIfChanged = false;
+
+        path = convergePath;
+        environment = convergeEnvironment;
+
+        serviceConfig = hardening // {
+          Type = "oneshot";
+          ExecStart = execLine bootstrapArgv;
+          # Retry a failed run (remote down, build failed) with backoff:
+          # 30 s, then doubling to at most every 15 min.
+          Restart = "on-failure";
+          RestartSec = "30s";
+          RestartSteps = 5;
+          RestartMaxDelaySec = "15min";
+          RestartPreventExitStatus = [ layout.exitUsage ];
+          # fabric exits 143 when stopped by SIGTERM (e.g. at shutdown);
+          # the next boot runs it again, so that is not a failure.
+          SuccessExitStatus = [ 143 ];
+          # The completion marker lives directly in /var/lib.
+          ReadWritePaths = hardening.ReadWritePaths ++ [ (dirOf layout.bootstrapMarker) ];
+        };
+      };
+    })
+
+    (mkIf cfg.agent.enable {
+      warnings = optional (!isLoopback cfg.agent.metrics.address) ''
+        services.fabric.agent.metrics.address = "${cfg.agent.metrics.address}" serves
+        the agent's metrics beyond this machine without authentication. Limit
+        who can reach the port with the firewall, or keep the default
+        (${layout.defaultMetricsAddress}).
+      '';
+
+      systemd.services.${agentName} = {
+        description = "Fabric agent (keep this machine converged on its flake)";
+        documentation = [ "https://github.com/kubelize/fabric/blob/main/docs/nixos.md" ];
+        wantedBy = [ "multi-user.target" ];
+        wants = [ "network-online.target" ];
+        # Not after fabric-bootstrap.service: the bootstrap's own switch
+        # starts this unit, and waiting for the bootstrap from there would
+        # deadlock. The converge lock keeps the two from activating at once.
+        # After multi-user.target for the reason the bootstrap is: neither
+        # boot nor a switch then waits for the agent's first cycle.
+        after = [
+          "network-online.target"
+          "multi-user.target"
+        ];
+
+        # A switch must not restart the agent that is running it: the
+        # health checks and any rollback still have to happen. The agent
+        # picks up a changed definition through fabric-agent-upgrade below.
+        restartIfChanged = false;
+
+        unitConfig = {
+          StartLimitIntervalSec = "10min";
+          StartLimitBurst = 5;
+        };
+
+        path = convergePath ++ [
+          # Health checks use the tools of the generation they check.
+          "/run/current-system/sw"
+        ];
+        environment = convergeEnvironment // {
+          # Which definition this process was started with; see below.
+          FABRIC_AGENT_DEFINITION = agentDefinition;
+        };
+
+        serviceConfig = hardening // {
+          Type = "notify";
+          NotifyAccess = "main";
+          ExecStart = execLine agentArgv;
+          # fabric reports READY=1 after its first cycle, which can be a
+          # whole deployment; each command in it has a timeout of its own.
+          TimeoutStartSec = "infinity";
+          # fabric feeds the watchdog from a thread for as long as its
+          # converge loop shows progress (a running build counts), so a
+          # long build is not a hang, and a wedged loop gets restarted.
+          WatchdogSec = mkDefault "2min";
+          Restart = "always";
+          RestartSec = "10s";
+          RestartPreventExitStatus = [ layout.exitUsage ];
+          SuccessExitStatus = [ 143 ];
+          TimeoutStopSec = "2min";
+        };
+      };
+
+      # How the agent picks up its own upgrade. restartIfChanged = false
+      # leaves the old agent running after a switch that changed it (its
+      # binary, flags or environment). Two small units restart it onto the
+      # new definition once it is idle:
+      #
+      # - fabric-agent-definition carries the definition's hash as a restart
+      #   trigger, so every switch that changes the agent restarts it (after
+      #   systemd has loaded the new units). It only queues the next unit,
+      #   without waiting: the switch may be the agent's own, which holds
+      #   the converge lock until its health checks and rollback are done.
+      # - fabric-agent-upgrade takes the converge lock, so it never cuts a
+      #   deployment short, then restarts the agent if the running process
+      #   carries a different definition than the one systemd has loaded.
+      #
+      # `systemctl restart fabric-agent` does the same by hand.
+      systemd.services.${definitionName} = {
+        description = "Notice a new Fabric agent definition";
+        wantedBy = [ "multi-user.target" ];
+        restartTriggers = [ agentDefinition ];
+        stopIfChanged = false;
+        serviceConfig = {
+          Type = "oneshot";
+          RemainAfterExit = true;
+          ExecStart = execLine [
+            "${config.systemd.package}/bin/systemctl"
+            "start"
+            "--no-block"
+            "${upgradeName}.service"
+          ];
+        };
+      };
+
+      systemd.services.${upgradeName} = {
+        description = "Restart the Fabric agent onto its new definition once it is idle";
+        path = [ pkgs.util-linux ];
+        serviceConfig = {
+          Type = "oneshot";
+          # The lock lives there; it may run before the agent first started.
+          StateDirectory = baseNameOf layout.stateDir;
+          StateDirectoryMode = "0700";
+        };
+        script = ''
+          definition() { grep -o 'FABRIC_AGENT_DEFINITION=[0-9a-f]*' || true; }
+
+          # The converge lock is held from a run's first step to its last
+          # (build, switch, health checks, rollback).
+          exec 9>>${layout.convergeLock}
+          if ! flock --wait 3600 9; then
+            echo "a converge run has held ${layout.convergeLock} for an hour; not restarting ${layout.agentUnit}"
+            exit 0
+          fi
+
+          pid=$(systemctl show --property=MainPID --value ${layout.agentUnit})
+          if [ "''${pid:-0}" -le 0 ]; then
+            exit 0 # not running: its next start uses the loaded definition
+          fi
+          running=$(tr '\0' '\n' < "/proc/$pid/environ" | definition)
+          loaded=$(systemctl show --property=Environment --value ${layout.agentUnit} | tr ' ' '\n' | definition)
+          if [ "$running" = "$loaded" ]; then
+            exit 0
+          fi
+          echo "${layout.agentUnit} runs an older definition; restarting it"
+          systemctl restart --no-block ${layout.agentUnit}
+        '';
+      };
+    })
+  ];
+}

@@ -1,0 +1,387 @@
+# STAND-IN EVALUATION of the Fabric NixOS module (nix/module.nix) and the
+# Proxmox guest/template modules, without nixpkgs.
+#
+# nixpkgs cannot be fetched where CI runs. This evaluates the modules' own
+# logic (option defaults and types, mkIf/mkMerge wiring, the argv and unit
+# settings they produce) against a small stand-in of the module system, of
+# `lib`, and of the NixOS options they touch (nix/tests/standin/). It does
+# not prove that NixOS accepts the units, nor that systemd runs them: the
+# flake's `checks` (a real NixOS VM test) do that where nixpkgs exists.
+#
+#   nix-instantiate --eval --strict nix/tests/eval-standin.nix -A summary
+#   nix-instantiate --eval --strict --json nix/tests/eval-standin.nix -A units
+#
+# Either throws, listing every failed check, when a check fails. `units`
+# is what crates/fabric-converge/tests/nixos_module.rs compares with
+# `fabric_converge::layout`.
+let
+  lib = import ./standin/lib.nix;
+  evalModules = import ./standin/modules.nix { inherit lib; };
+  pkgs = import ./standin/pkgs.nix;
+
+  inherit (builtins)
+    all
+    attrNames
+    concatStringsSep
+    deepSeq
+    elem
+    filter
+    fromJSON
+    hashString
+    length
+    replaceStrings
+    toJSON
+    tryEval
+    ;
+
+  eval =
+    modules:
+    (evalModules {
+      modules = [ ./standin/nixos.nix ] ++ modules;
+      specialArgs = {
+        inherit pkgs;
+        # A string, so that "${modulesPath}/..." does not copy it to the store.
+        modulesPath = toString ./standin/nixos-modules;
+      };
+    }).config;
+
+  withModule = extra: eval ([ ../module.nix ] ++ extra);
+
+  # ExecStart= back into argv: the module writes each word as a JSON string
+  # with `%` and `$` doubled, separated by single spaces. `" "` cannot occur
+  # inside a JSON string (its quotes are escaped), so it splits the words.
+  argvOf =
+    execStart:
+    map (replaceStrings [ "%%" "$$" ] [ "%" "$" ]) (
+      fromJSON "[${replaceStrings [ "\" \"" ] [ "\",\"" ] execStart}]"
+    );
+
+  fabricExe = "${pkgs.kubelize-fabric}/bin/fabric";
+
+  # One check: a name, whether it holds, and what to say when it does not
+  # (only evaluated then).
+  eq = name: actual: expected: {
+    inherit name;
+    ok = actual == expected;
+    detail = "expected ${toJSON expected}, got ${toJSON actual}";
+  };
+  holds = name: ok: {
+    inherit name ok;
+    detail = "does not hold";
+  };
+  fails = name: value: {
+    inherit name;
+    ok = !(tryEval (deepSeq value value)).success;
+    detail = "evaluated, but should have been refused";
+  };
+
+  fabricUnits = cfg: filter (n: builtins.match "fabric.*" n != null) (attrNames cfg.systemd.services);
+
+  # --- cases -------------------------------------------------------------
+
+  off = withModule [ ];
+
+  bootstrap = withModule [ { services.fabric.bootstrap.enable = true; } ];
+  bootstrapUnit = bootstrap.systemd.services.fabric-bootstrap;
+
+  agent = withModule [ { services.fabric.agent.enable = true; } ];
+  agentUnit = agent.systemd.services.fabric-agent;
+  agentDefinition = agentUnit.environment.FABRIC_AGENT_DEFINITION;
+
+  healthChecks = [
+    "systemctl is-active --quiet nginx.service"
+    "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz"
+    "test \"$(hostname)\" != \"\""
+  ];
+  agentFull = withModule [
+    {
+      services.fabric.agent = {
+        enable = true;
+        flake = "git+https://github.com/org/fleet?ref=main#dns01";
+        interval = "1m";
+        inherit healthChecks;
+        healthTimeout = "30s";
+        reboot = "when-needed";
+        metrics.address = "0.0.0.0:9750";
+        extraArgs = [ "--verbose" ];
+      };
+    }
+    # A second module adds a check: lists from several modules concatenate.
+    { services.fabric.agent.healthChecks = [ "true" ]; }
+  ];
+  agentFullUnit = agentFull.systemd.services.fabric-agent;
+
+  overridden = withModule [
+    {
+      services.fabric.agent.enable = true;
+      systemd.services.fabric-agent.serviceConfig.WatchdogSec = "10min";
+      systemd.services.fabric-agent.serviceConfig.ProtectSystem = lib.mkForce "full";
+    }
+  ];
+
+  conflicting = withModule [
+    {
+      services.fabric.agent.enable = true;
+      systemd.services.fabric-agent.serviceConfig.ProtectSystem = "full";
+    }
+  ];
+
+  both = withModule [
+    {
+      services.fabric.bootstrap.enable = true;
+      services.fabric.agent.enable = true;
+    }
+  ];
+
+  guest = eval [ ../proxmox-guest.nix ];
+  # A host that imports the guest module and sets its own hostname still
+  # leaves the hostname to cloud-init.
+  host = eval [
+    ../proxmox-guest.nix
+    ../module.nix
+    {
+      networking.hostName = "dns01";
+      services.fabric.agent.enable = true;
+    }
+  ];
+  template = eval [ ../proxmox-template.nix ];
+
+  checks = [
+    # Nothing is switched on by importing the module.
+    (eq "off: no fabric units" (fabricUnits off) [ ])
+    (eq "off: no packages" off.environment.systemPackages [ ])
+    (eq "off: no warnings" off.warnings [ ])
+    (eq "off: bootstrap disabled" off.services.fabric.bootstrap.enable false)
+    (eq "off: agent disabled" off.services.fabric.agent.enable false)
+
+    # The bootstrap unit and the contract with cloud-init's per-boot hook.
+    (eq "bootstrap: only its unit" (fabricUnits bootstrap) [ "fabric-bootstrap" ])
+    (eq "bootstrap: argv" (argvOf bootstrapUnit.serviceConfig.ExecStart) [
+      fabricExe
+      "bootstrap"
+      "--timeout"
+      "30m"
+    ])
+    (eq "bootstrap: oneshot" bootstrapUnit.serviceConfig.Type "oneshot")
+    (eq "bootstrap: wanted by multi-user.target" bootstrapUnit.wantedBy [ "multi-user.target" ])
+    (eq "bootstrap: wants network-online.target" bootstrapUnit.wants [ "network-online.target" ])
+    (eq "bootstrap: ordering" bootstrapUnit.after [
+      "network-online.target"
+      "cloud-final.service"
+      "multi-user.target"
+    ])
+    (eq "bootstrap: conditions" bootstrapUnit.unitConfig.ConditionPathExists [
+      "/etc/nix-flake-target"
+      "!/var/lib/nixos-bootstrap-complete"
+    ])
+    (eq "bootstrap: retried on failure" bootstrapUnit.serviceConfig.Restart "on-failure")
+    (eq "bootstrap: first retry after 30s" bootstrapUnit.serviceConfig.RestartSec "30s")
+    (eq "bootstrap: backoff cap" bootstrapUnit.serviceConfig.RestartMaxDelaySec "15min")
+    (eq "bootstrap: start limit window" bootstrapUnit.unitConfig.StartLimitIntervalSec "1h")
+    (eq "bootstrap: start limit burst" bootstrapUnit.unitConfig.StartLimitBurst 10)
+    (eq "bootstrap: bad input is not retried" bootstrapUnit.serviceConfig.RestartPreventExitStatus [ 2 ])
+    (eq "bootstrap: survives its own switch" bootstrapUnit.restartIfChanged false)
+    (eq "bootstrap: survives removal by its own switch" bootstrapUnit.unitConfig.X-StopOnRemoval false)
+    (eq "bootstrap: may write the marker's directory and the profile" bootstrapUnit.serviceConfig.ReadWritePaths [
+      "/nix/var/nix/profiles"
+      "/var/lib"
+    ])
+    (eq "bootstrap: state directory" bootstrapUnit.serviceConfig.StateDirectory "fabric")
+    (eq "bootstrap: builds through the daemon" bootstrapUnit.environment.NIX_REMOTE "daemon")
+    (eq "bootstrap: package installed" bootstrap.environment.systemPackages [ pkgs.kubelize-fabric ])
+    (holds "bootstrap: flakes enabled" (elem "flakes" bootstrap.nix.settings.experimental-features))
+    (eq "bootstrap: timeout option" (argvOf
+      (withModule [
+        {
+          services.fabric.bootstrap = {
+            enable = true;
+            timeout = "2h";
+            extraArgs = [ "--verbose" ];
+          };
+        }
+      ]).systemd.services.fabric-bootstrap.serviceConfig.ExecStart
+    ) [ fabricExe "bootstrap" "--timeout" "2h" "--verbose" ])
+
+    # The agent with defaults.
+    (eq "agent: its units" (fabricUnits agent) [
+      "fabric-agent"
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+    ])
+    (eq "agent: argv with defaults" (argvOf agentUnit.serviceConfig.ExecStart) [
+      fabricExe
+      "agent"
+      "--interval"
+      "5m"
+      "--health-timeout"
+      "60s"
+      "--reboot"
+      "never"
+      "--metrics-address"
+      "127.0.0.1:9750"
+    ])
+    (eq "agent: notify" agentUnit.serviceConfig.Type "notify")
+    (eq "agent: watchdog" agentUnit.serviceConfig.WatchdogSec "2min")
+    (eq "agent: always restarted" agentUnit.serviceConfig.Restart "always")
+    (eq "agent: not restarted by a switch" agentUnit.restartIfChanged false)
+    (eq "agent: ordering" agentUnit.after [
+      "network-online.target"
+      "multi-user.target"
+    ])
+    (holds "agent: never waits for the bootstrap" (!(elem "fabric-bootstrap.service" agentUnit.after)))
+    (eq "agent: wanted by multi-user.target" agentUnit.wantedBy [ "multi-user.target" ])
+    (eq "agent: read-only system" agentUnit.serviceConfig.ProtectSystem "strict")
+    (eq "agent: writes only the profile" agentUnit.serviceConfig.ReadWritePaths [ "/nix/var/nix/profiles" ])
+    (eq "agent: state directory" agentUnit.serviceConfig.StateDirectory "fabric")
+    (holds "agent: health checks see the current system" (elem "/run/current-system/sw" agentUnit.path))
+    (eq "agent: no warnings on loopback" agent.warnings [ ])
+    (eq "agent: no bootstrap unit" (agent.systemd.services ? fabric-bootstrap) false)
+    (holds "agent: definition is a sha256" (builtins.match "[0-9a-f]{64}" agentDefinition != null))
+    (eq "agent: definition unit restarts on a new definition"
+      agent.systemd.services.fabric-agent-definition.restartTriggers
+      [ agentDefinition ]
+    )
+    (eq "agent: definition unit only queues the upgrade" (argvOf
+      agent.systemd.services.fabric-agent-definition.serviceConfig.ExecStart
+    ) [ "${pkgs.systemd}/bin/systemctl" "start" "--no-block" "fabric-agent-upgrade.service" ])
+    (holds "agent: upgrade waits for the converge lock" (
+      builtins.match ".*exec 9>>/var/lib/fabric/converge.lock\nif ! flock --wait 3600 9;.*" agent.systemd.services.fabric-agent-upgrade.script != null
+    ))
+    (holds "agent: upgrade restarts without waiting" (
+      builtins.match ".*systemctl restart --no-block fabric-agent.service\n" agent.systemd.services.fabric-agent-upgrade.script != null
+    ))
+
+    # Every option reaches the command line, quoted for systemd.
+    (eq "agent: argv with every option" (argvOf agentFullUnit.serviceConfig.ExecStart) [
+      fabricExe
+      "agent"
+      "--flake"
+      "git+https://github.com/org/fleet?ref=main#dns01"
+      "--interval"
+      "1m"
+      "--health-check"
+      "systemctl is-active --quiet nginx.service"
+      "--health-check"
+      "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz"
+      "--health-check"
+      "test \"$(hostname)\" != \"\""
+      "--health-check"
+      "true"
+      "--health-timeout"
+      "30s"
+      "--reboot"
+      "when-needed"
+      "--metrics-address"
+      "0.0.0.0:9750"
+      "--verbose"
+    ])
+    (holds "agent: % and $ are escaped for systemd" (
+      builtins.match ".*%%\\{http_code}.*\\$\\$\\(hostname\\).*" agentFullUnit.serviceConfig.ExecStart != null
+    ))
+    (eq "agent: warns about metrics beyond loopback" (length agentFull.warnings) 1)
+    (holds "agent: a new definition changes the hash" (
+      agentFullUnit.environment.FABRIC_AGENT_DEFINITION != agentDefinition
+    ))
+
+    # Overrides follow module-system priorities.
+    (eq "override: plain definition beats mkDefault" overridden.systemd.services.fabric-agent.serviceConfig.WatchdogSec "10min")
+    (eq "override: mkForce beats the module" overridden.systemd.services.fabric-agent.serviceConfig.ProtectSystem "full")
+    (fails "override: an equal-priority clash is refused" conflicting.systemd.services.fabric-agent.serviceConfig.ProtectSystem)
+
+    # Bad values are refused at evaluation.
+    (fails "refused: reboot = always" (withModule [
+      {
+        services.fabric.agent = {
+          enable = true;
+          reboot = "always";
+        };
+      }
+    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
+    (fails "refused: flake is not a string" (withModule [
+      {
+        services.fabric.agent = {
+          enable = true;
+          flake = 42;
+        };
+      }
+    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
+    (fails "refused: healthChecks is not a list" (withModule [
+      {
+        services.fabric.agent = {
+          enable = true;
+          healthChecks = "true";
+        };
+      }
+    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
+
+    # Both together: two units, one package.
+    (eq "both: units" (fabricUnits both) [
+      "fabric-agent"
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+      "fabric-bootstrap"
+    ])
+    (eq "both: one package" both.environment.systemPackages [ pkgs.kubelize-fabric ])
+
+    # The guest module the template and hosts share.
+    (eq "guest: bootstrap on" guest.services.fabric.bootstrap.enable true)
+    (eq "guest: agent left to the host" guest.services.fabric.agent.enable false)
+    (eq "guest: bootstrap unit" (fabricUnits guest) [ "fabric-bootstrap" ])
+    (eq "guest: cloud-init" guest.services.cloud-init.enable true)
+    (eq "guest: cloud-init network" guest.services.cloud-init.network.enable true)
+    (eq "guest: NoCloud first" guest.services.cloud-init.settings.datasource_list [
+      "NoCloud"
+      "ConfigDrive"
+    ])
+    (eq "guest: hostname left to cloud-init" guest.networking.hostName "")
+    (eq "guest: mutable users" guest.users.mutableUsers true)
+    (eq "guest: guest agent" guest.services.qemuGuest.enable true)
+    (eq "guest: sshd" guest.services.openssh.enable true)
+    (eq "guest: SSH keys only" guest.services.openssh.settings.PasswordAuthentication false)
+    (eq "guest: no keyboard-interactive" guest.services.openssh.settings.KbdInteractiveAuthentication false)
+    (holds "guest: flakes" (elem "flakes" guest.nix.settings.experimental-features))
+    (holds "guest: git" (elem pkgs.git guest.environment.systemPackages))
+    (holds "guest: serial console" (elem "console=ttyS0,115200n8" guest.boot.kernelParams))
+    (eq "guest: grow the root partition" guest.boot.growPartition true)
+    (eq "guest: grow the root file system" guest.fileSystems."/".autoResize true)
+    (eq "host: hostname still left to cloud-init" host.networking.hostName "")
+    (eq "host: bootstrap kept, agent on" (fabricUnits host) [
+      "fabric-agent"
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+      "fabric-bootstrap"
+    ])
+    (eq "template: bootstrap on" template.services.fabric.bootstrap.enable true)
+    (eq "template: image name" template.proxmox.filenameSuffix "nixos-fabric-template")
+    (eq "template: guest agent flag for Proxmox" template.proxmox.qemuConf.agent true)
+    (eq "template: stateVersion" template.system.stateVersion "25.11")
+  ];
+
+  failed = filter (c: !c.ok) checks;
+
+  verdict =
+    if failed == [ ] then
+      "${toString (length checks)} passed, 0 failed"
+    else
+      throw (
+        "nix/module.nix stand-in: ${toString (length failed)} of ${toString (length checks)} checks failed:\n"
+        + concatStringsSep "\n" (map (c: "  - ${c.name}: ${c.detail}") failed)
+      );
+
+  # The units as the stand-in renders them, for the Rust consistency test.
+  pick = cfg: names: builtins.listToAttrs (map (name: { inherit name; value = cfg.systemd.services.${name}; }) names);
+in
+{
+  summary = verdict;
+  units = builtins.seq verdict {
+    bootstrap = pick bootstrap [ "fabric-bootstrap" ];
+    agent = pick agent [
+      "fabric-agent"
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+    ];
+    agentFull = pick agentFull [ "fabric-agent" ];
+    inherit healthChecks;
+    fabricExe = fabricExe;
+  };
+}

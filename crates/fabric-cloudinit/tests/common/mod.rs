@@ -1,0 +1,121 @@
+//! Shared by the oracle tests: fixtures, seed directories and the rule for
+//! tools that are not installed.
+//!
+//! An oracle test never passes silently without its oracle: a missing tool
+//! (or missing root) fails the test with a message saying what to install,
+//! unless `FABRIC_SKIP_ORACLES=1` is set, in which case the test prints that
+//! it was skipped.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use fabric_cloudinit::{render, RenderOptions, Seed};
+use fabric_model::{secret, AuthorizedKey, Machine};
+
+pub const TRAPS: &str = include_str!("../fixtures/yaml11-traps.yaml");
+pub const BY_NAME: &str = include_str!("../fixtures/static-by-name.yaml");
+pub const DHCP_SECRET: &str = include_str!("../fixtures/dhcp-secret.yaml");
+pub const SECRET: &str = include_str!("../fixtures/admin-keys-secret.yaml");
+
+pub fn machine(text: &str) -> Machine {
+    match Machine::from_yaml(text) {
+        Ok(m) => m,
+        Err(d) => panic!("fixture is invalid: {d:?}"),
+    }
+}
+
+pub fn secret_keys() -> Vec<AuthorizedKey> {
+    match secret::keys_from_yaml(SECRET, "admin-keys", "authorized_keys") {
+        Ok(k) => k,
+        Err(d) => panic!("secret fixture is invalid: {d:?}"),
+    }
+}
+
+/// Every fixture rendered with default options, by name.
+pub fn fixture_seeds() -> Vec<(&'static str, Machine, Seed)> {
+    let keys = secret_keys();
+    [
+        ("yaml11-traps", TRAPS),
+        ("static-by-name", BY_NAME),
+        ("dhcp-secret", DHCP_SECRET),
+    ]
+    .into_iter()
+    .map(|(name, text)| {
+        let m = machine(text);
+        let seed = render(&m, Some(&keys), &RenderOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        (name, m, seed)
+    })
+    .collect()
+}
+
+/// Writes the seed's files into `dir`, as `fabric render --out` does.
+pub fn write_seed(dir: &Path, seed: &Seed) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in seed.files() {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// Called when an oracle is unavailable. Returns normally (so the test can
+/// return) only when `FABRIC_SKIP_ORACLES=1`; otherwise fails the test.
+pub fn oracle_unavailable(test: &str, what: &str, fix: &str) {
+    if std::env::var("FABRIC_SKIP_ORACLES").as_deref() == Ok("1") {
+        eprintln!("SKIPPED {test}: {what} (FABRIC_SKIP_ORACLES=1)");
+        return;
+    }
+    panic!("{test} needs {what}: {fix}. Set FABRIC_SKIP_ORACLES=1 to skip oracle tests.");
+}
+
+/// Whether `program` can be run (found on PATH).
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program} >/dev/null 2>&1"))
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// `../shared/tools`, next to the repository.
+pub fn shared_tools() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // crates/fabric-cloudinit -> repository root -> its parent.
+    let root = manifest
+        .parent()
+        .and_then(Path::parent)
+        .expect("crate lives in <repo>/crates/<name>");
+    std::env::var_os("FABRIC_SHARED_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/tools"))
+}
+
+/// A Python 3 with PyYAML: the shared tools' venv if it exists, else the
+/// system Python (Debian's cloud-init uses that one's PyYAML).
+pub fn python_with_yaml() -> Option<PathBuf> {
+    let cache = std::env::var_os("FABRIC_ORACLE_CACHE")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/fabric-oracles"))
+        });
+    let mut candidates = Vec::new();
+    if let Some(c) = cache {
+        candidates.push(c.join("venv/bin/python3"));
+    }
+    candidates.push(PathBuf::from("/usr/bin/python3"));
+    candidates.push(PathBuf::from("python3"));
+    candidates.into_iter().find(|py| {
+        Command::new(py)
+            .args(["-c", "import yaml"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    })
+}

@@ -196,14 +196,12 @@ pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
     let root = |path: &str, key: &str| {
         path == "input" && matches!(key, "apiVersion" | "kind" | "metadata")
     };
-    let mut index = schema::PathIndex::default();
     let checked = schema::check(
         &node,
         &schema::schema_for::<InputSpec>(),
-        "input",
+        &schema::FieldPath::root("input"),
         &root,
         &mut diags,
-        &mut index,
     );
     if !diags.is_empty() {
         return Err(diags);

@@ -80,6 +80,9 @@ impl fmt::Display for Failure {
             .filter(|d| d.severity == Severity::Error)
             .map(ToString::to_string)
             .collect();
+        if errors.is_empty() {
+            return f.write_str("the machine cannot be composed, and no reason was recorded");
+        }
         f.write_str(&errors.join("; "))
     }
 }
@@ -146,7 +149,19 @@ fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<()
                 "Crossplane sends the Machine being composed; with fabric compose, pass the Machine manifest",
             )
         })?;
-    let machine = Machine::from_json(&xr).map_err(Failure)?;
+    let machine = Machine::from_json(&xr).map_err(|diags| {
+        if diags.iter().any(Diagnostic::is_error) {
+            Failure(diags)
+        } else {
+            // The model refused without saying why (seen for `spec: null`);
+            // a Fatal result must still name where to look.
+            Failure::invalid(
+                "spec",
+                "the Machine was refused without a diagnostic; its spec is probably empty or null",
+                "write the machine's spec: hostname, image, nix.flakeRef, bootstrap keys",
+            )
+        }
+    })?;
     let observed = Observed::from_request(req);
     let prior_phase = xr
         .pointer("/status/phase")

@@ -2,7 +2,7 @@
 //! backend: placement resolved against the input's defaults, the template
 //! id, the network in Proxmox's terms, and the rendered user-data.
 
-use fabric_model::{Machine, MachineKind};
+use fabric_model::{Diagnostic, Machine, MachineKind};
 use serde_json::{json, Value as Json};
 
 use crate::input::{InputSpec, ProviderConfigRef};
@@ -86,14 +86,17 @@ impl Plan {
                 .and_then(|s| s.pointer(&format!("/proxmox/{field}")))
                 .is_some_and(|v| !v.is_null())
         };
+        // Every problem at once, so a new Composition is fixed in one go.
+        let mut problems = Vec::new();
         let node = match (&machine.proxmox.node, &input.proxmox.node) {
             (Some(n), _) | (None, Some(n)) => n.clone(),
             (None, None) => {
-                return Err(Failure::invalid(
+                problems.push(Diagnostic::error(
                     "spec.proxmox.node",
+                    None,
                     "no Proxmox node: the machine does not name one and the function input has no default",
-                    "set spec.proxmox.node, or proxmox.node in the Composition's function input",
-                ))
+                ).hint("set spec.proxmox.node, or proxmox.node in the Composition's function input"));
+                String::new()
             }
         };
         let storage = match (&input.proxmox.storage, written("storage")) {
@@ -116,13 +119,20 @@ impl Plan {
                         None => format!("known images: {}", known.join(", ")),
                     }
                 };
-                return Err(Failure::invalid(
-                    "spec.image",
-                    format!("{} is not a template the function knows", machine.image),
-                    hint,
-                ));
+                problems.push(
+                    Diagnostic::error(
+                        "spec.image",
+                        None,
+                        format!("{} is not a template the function knows", machine.image),
+                    )
+                    .hint(hint),
+                );
+                0
             }
         };
+        if !problems.is_empty() {
+            return Err(Failure(problems));
+        }
         let net = &machine.network;
         let ipv4 = net
             .ipv4

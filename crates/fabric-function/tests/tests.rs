@@ -1,1 +1,10 @@
+//! Integration tests of the composition function: the pure call, the real
+//! gRPC server (insecure and mTLS), the generated XRDs, and property tests.
+//! One test binary (`autotests = false`) keeps the build small.
 
+mod support;
+
+mod flows;
+mod grpc;
+mod props;
+mod xrd;

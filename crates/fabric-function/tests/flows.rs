@@ -1,0 +1,638 @@
+//! The function as a pure call: what it composes, in which order, and what
+//! it refuses. The gRPC tests drive the same `run` over the wire.
+
+use fabric_function::{bpg, keys, run, terraform};
+use function_sdk_rust::proto::v1::{Ready, Resource, Severity};
+use function_sdk_rust::resource::json_to_struct;
+use serde_json::{json, Value as Json};
+
+use crate::support::*;
+
+fn rendered_user_data(xr: &Json, secret_keys: Option<&str>) -> String {
+    let machine = fabric_model::Machine::from_json(xr).unwrap_or_else(|d| panic!("{d:?}"));
+    let keys: Option<Vec<fabric_model::AuthorizedKey>> = secret_keys
+        .map(|line| vec![fabric_model::sshkeys::parse(line).unwrap_or_else(|e| panic!("{e:?}"))]);
+    fabric_cloudinit::render_user_data(
+        &machine,
+        keys.as_deref(),
+        &fabric_cloudinit::RenderOptions {
+            fabric_flake: "github:kubelize/fabric".into(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn with_phase(mut xr: Json, phase: &str) -> Json {
+    xr["status"] = json!({"phase": phase});
+    xr
+}
+
+#[test]
+fn bpg_composes_snippet_then_vm_then_becomes_ready() {
+    let xr = machine();
+    let input = input("bpg");
+
+    // 1. Nothing exists: only the snippet, holding exactly fabric render's user-data.
+    let rsp = run(&request(&xr, Some(&input), &[]));
+    assert_eq!(fatal(&rsp), None);
+    assert_eq!(names(&rsp), vec!["user-data"]);
+    let snippet = desired(&rsp, bpg::SNIPPET).unwrap_or_default();
+    assert_eq!(
+        snippet["apiVersion"],
+        "virtualenvironmentfile.proxmoxbpg.m.crossplane.io/v1alpha1"
+    );
+    assert_eq!(snippet["spec"]["forProvider"]["contentType"], "snippets");
+    assert_eq!(snippet["spec"]["forProvider"]["datastoreId"], "local");
+    assert_eq!(snippet["spec"]["forProvider"]["nodeName"], "pve1");
+    assert_eq!(
+        snippet["spec"]["initProvider"]["sourceRaw"][0]["data"],
+        rendered_user_data(&xr, None)
+    );
+    let file_name = snippet["spec"]["initProvider"]["sourceRaw"][0]["fileName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        file_name.starts_with("fabric-web01-") && file_name.ends_with(".user-data.yaml"),
+        "{file_name}"
+    );
+    assert!(
+        snippet.get("metadata").is_none(),
+        "Crossplane names composed resources"
+    );
+    assert_eq!(desired_ready(&rsp, bpg::SNIPPET), Some(Ready::False as i32));
+    assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
+    assert_eq!(xr_ready(&rsp), Some(Ready::False as i32));
+    assert_eq!(rsp.results.len(), 1);
+    assert_eq!(rsp.results[0].severity, Severity::Normal as i32);
+    assert!(
+        rsp.results[0]
+            .message
+            .starts_with("WaitingForSnippet: uploading"),
+        "{}",
+        rsp.results[0].message
+    );
+
+    // 2. The snippet is being uploaded: still no VM, and no new event.
+    let xr = with_phase(machine(), "WaitingForSnippet");
+    let rsp = run(&request(
+        &xr,
+        Some(&input),
+        &[(bpg::SNIPPET, observed_creating(&snippet))],
+    ));
+    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert!(rsp.results.is_empty(), "nothing changed: {:?}", rsp.results);
+    assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
+
+    // 3. The snippet is Ready: the VM reads it by the id the provider reported.
+    let file_id = format!("local:snippets/{file_name}");
+    let snippet_ready = observed_ready(&snippet, json!({"id": file_id}));
+    let rsp = run(&request(
+        &xr,
+        Some(&input),
+        &[(bpg::SNIPPET, snippet_ready.clone())],
+    ));
+    assert_eq!(names(&rsp), vec!["user-data", "vm"]);
+    assert_eq!(desired_ready(&rsp, bpg::SNIPPET), Some(Ready::True as i32));
+    assert_eq!(desired_ready(&rsp, bpg::VM), Some(Ready::False as i32));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm["spec"]["initProvider"]["initialization"][0]["userDataFileId"],
+        json!(file_id)
+    );
+    assert_eq!(xr_status(&rsp)["phase"], "Provisioning");
+    assert_eq!(
+        xr_ready(&rsp),
+        Some(Ready::False as i32),
+        "the XR waits for the VM"
+    );
+    assert_eq!(rsp.results.len(), 1);
+
+    // 4. The VM is Ready: so is the XR, with the VM id and guest addresses.
+    let xr = with_phase(machine(), "Provisioning");
+    let vm_ready = observed_ready(
+        &vm,
+        json!({"vmId": 104.0, "ipv4Addresses": [["127.0.0.1"], ["10.0.1.10"]], "ipv6Addresses": [["::1"], ["fe80::be24:11ff:fe5e:1"]]}),
+    );
+    let rsp = run(&request(
+        &xr,
+        Some(&input),
+        &[
+            (bpg::SNIPPET, snippet_ready.clone()),
+            (bpg::VM, vm_ready.clone()),
+        ],
+    ));
+    assert_eq!(desired_ready(&rsp, bpg::VM), Some(Ready::True as i32));
+    assert_eq!(
+        xr_ready(&rsp),
+        Some(Ready::Unspecified as i32),
+        "Crossplane sees every resource ready"
+    );
+    let status = xr_status(&rsp);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["vmId"], json!(104));
+    assert_eq!(status["ipAddresses"], json!(["10.0.1.10"]));
+    assert_eq!(status["node"], "pve1");
+    assert_eq!(status["userDataFileId"], json!(file_id));
+    let provisioned = rsp.conditions.iter().find(|c| c.r#type == "Provisioned");
+    assert_eq!(
+        provisioned.map(|c| c.status),
+        Some(function_sdk_rust::proto::v1::Status::ConditionTrue as i32)
+    );
+    let bootstrapped = rsp.conditions.iter().find(|c| c.r#type == "Bootstrapped");
+    assert_eq!(
+        bootstrapped.map(|c| c.reason.as_str()),
+        Some("NotObservable")
+    );
+
+    // 5. Once the VM exists it stays desired, even if the snippet flaps.
+    let xr = with_phase(machine(), "Running");
+    let rsp = run(&request(
+        &xr,
+        Some(&input),
+        &[
+            (bpg::SNIPPET, observed_creating(&snippet)),
+            (bpg::VM, vm_ready),
+        ],
+    ));
+    assert_eq!(names(&rsp), vec!["user-data", "vm"]);
+    let vm_again = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm_again["spec"]["initProvider"]["initialization"][0]["userDataFileId"],
+        json!(file_id)
+    );
+}
+
+#[test]
+fn a_ready_snippet_without_an_id_keeps_the_xr_not_ready() {
+    let xr = machine();
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[(bpg::SNIPPET, observed_ready(&snippet, json!({})))],
+    ));
+    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert_eq!(xr_ready(&rsp), Some(Ready::False as i32));
+    assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
+}
+
+#[test]
+fn the_vm_carries_size_network_placement_and_create_time_fields_in_init_provider() {
+    let xr = machine();
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm["apiVersion"],
+        "virtualenvironmentvm.proxmoxbpg.m.crossplane.io/v1alpha1"
+    );
+    assert_eq!(vm["kind"], "EnvironmentVM");
+    let fp = &vm["spec"]["forProvider"];
+    let ip = &vm["spec"]["initProvider"];
+    assert_eq!(
+        vm["spec"]["providerConfigRef"],
+        json!({"kind": "ClusterProviderConfig", "name": "default"})
+    );
+    assert_eq!(fp["name"], "web01");
+    assert_eq!(fp["nodeName"], "pve1");
+    assert_eq!(fp["cpu"], json!([{"cores": 2, "sockets": 1}]));
+    assert_eq!(fp["memory"], json!([{"dedicated": 4096}]));
+    assert_eq!(fp["disk"][0]["size"], json!(40));
+    assert_eq!(fp["disk"][0]["datastoreId"], "local-zfs");
+    assert_eq!(fp["networkDevice"][0]["bridge"], "vmbr0");
+    assert_eq!(fp["networkDevice"][0]["vlanId"], json!(20));
+    assert_eq!(fp["networkDevice"][0]["macAddress"], "BC:24:11:5E:00:01");
+    assert_eq!(fp["agent"], json!([{"enabled": true}]));
+    assert_eq!(fp["onBoot"], true);
+    assert_eq!(fp["started"], true);
+    assert_eq!(fp["tags"], json!(["env.prod", "fabric"]));
+    assert!(fp.get("clone").is_none() && fp.get("initialization").is_none());
+    assert_eq!(ip["clone"][0]["vmId"], json!(9000));
+    let init = &ip["initialization"][0];
+    assert_eq!(
+        init["ipConfig"],
+        json!([{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}])
+    );
+    assert_eq!(
+        init["dns"],
+        json!([{"servers": ["1.1.1.1", "8.8.8.8"], "domain": "lab.example.org"}])
+    );
+    assert!(init.get("userAccount").is_none() && init.get("networkDataFileId").is_none());
+}
+
+#[test]
+fn a_dhcp_machine_asks_proxmox_for_dhcp() {
+    let mut xr = machine();
+    xr["spec"]["network"] = json!({"dhcp": true});
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm["spec"]["initProvider"]["initialization"][0]["ipConfig"],
+        json!([{"ipv4": [{"address": "dhcp"}]}])
+    );
+}
+
+#[test]
+fn the_machine_spec_wins_over_input_defaults_and_input_defaults_fill_the_rest() {
+    let mut xr = machine();
+    xr["spec"]["proxmox"] = json!({"node": "pve2", "bridge": "vmbr1"});
+    let mut inp = input("bpg");
+    inp["proxmox"]["storage"] = json!("ceph");
+    inp["proxmox"]["bridge"] = json!("vmbr9");
+    let first = run(&request(&xr, Some(&inp), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    assert_eq!(snippet["spec"]["forProvider"]["nodeName"], "pve2");
+    let rsp = run(&request(
+        &xr,
+        Some(&inp),
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm["spec"]["forProvider"]["networkDevice"][0]["bridge"],
+        "vmbr1"
+    );
+    assert_eq!(vm["spec"]["forProvider"]["disk"][0]["datastoreId"], "ceph");
+}
+
+#[test]
+fn terraform_composes_one_inline_json_workspace_with_the_same_content() {
+    let xr = machine();
+    let rsp = run(&request(&xr, Some(&input("terraform")), &[]));
+    assert_eq!(fatal(&rsp), None);
+    assert_eq!(names(&rsp), vec!["workspace"]);
+    let ws = desired(&rsp, terraform::WORKSPACE).unwrap_or_default();
+    assert_eq!(ws["apiVersion"], "tf.m.upbound.io/v1beta1");
+    assert_eq!(ws["kind"], "Workspace");
+    let fp = &ws["spec"]["forProvider"];
+    assert_eq!(fp["source"], "Inline");
+    assert_eq!(fp["inlineFormat"], "JSON");
+    assert_eq!(fp["varmap"]["node_name"], "pve1");
+    assert_eq!(fp["varmap"]["template_vm_id"], json!(9000));
+    let module: Json =
+        serde_json::from_str(fp["module"].as_str().unwrap_or_default()).unwrap_or_default();
+    let file = &module["resource"]["proxmox_virtual_environment_file"]["user_data"];
+    let data = file["source_raw"]["data"].as_str().unwrap_or_default();
+    assert_eq!(
+        data.replace("$${", "${").replace("%%{", "%{"),
+        rendered_user_data(&xr, None),
+        "the same user-data as bpg, template sequences escaped"
+    );
+    assert_eq!(file["content_type"], "snippets");
+    let vm = &module["resource"]["proxmox_virtual_environment_vm"]["machine"];
+    assert_eq!(
+        vm["initialization"]["user_data_file_id"],
+        "${proxmox_virtual_environment_file.user_data.id}"
+    );
+    assert_eq!(
+        vm["initialization"]["ip_config"]["ipv4"]["address"],
+        "10.0.1.10/24"
+    );
+    assert_eq!(vm["network_device"]["vlan_id"], json!(20));
+    assert_eq!(
+        vm["lifecycle"]["ignore_changes"],
+        json!(["clone", "initialization"])
+    );
+    for var in module["variable"]
+        .as_object()
+        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+        .unwrap_or_default()
+    {
+        assert!(
+            fp["varmap"].get(&var).is_some(),
+            "variable {var} has a value"
+        );
+    }
+    assert_eq!(xr_status(&rsp)["phase"], "Provisioning");
+    assert_eq!(xr_ready(&rsp), Some(Ready::False as i32));
+
+    let xr = with_phase(machine(), "Provisioning");
+    let ready = observed_ready(
+        &ws,
+        json!({"outputs": {"vm_id": 131, "ipv4_addresses": [["127.0.0.1"], ["10.0.1.10"]], "ipv6_addresses": [], "user_data_file_id": "local:snippets/f.yaml"}}),
+    );
+    let rsp = run(&request(
+        &xr,
+        Some(&input("terraform")),
+        &[(terraform::WORKSPACE, ready)],
+    ));
+    assert_eq!(
+        desired_ready(&rsp, terraform::WORKSPACE),
+        Some(Ready::True as i32)
+    );
+    let status = xr_status(&rsp);
+    assert_eq!(status["phase"], "Running");
+    assert_eq!(status["vmId"], json!(131));
+    assert_eq!(status["ipAddresses"], json!(["10.0.1.10"]));
+    assert_eq!(status["userDataFileId"], "local:snippets/f.yaml");
+}
+
+#[test]
+fn switching_backend_drops_the_other_backends_resources() {
+    let xr = machine();
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let mut req = request(&xr, Some(&input("terraform")), &[]);
+    req.desired = first.desired.clone();
+    let rsp = run(&req);
+    assert_eq!(names(&rsp), vec!["workspace"]);
+}
+
+#[test]
+fn a_legacy_xmachine_composes_cluster_scoped_kinds() {
+    let xr = xmachine();
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    assert_eq!(fatal(&first), None);
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    assert_eq!(
+        snippet["apiVersion"],
+        "virtualenvironmentfile.proxmoxbpg.crossplane.io/v1alpha1"
+    );
+    assert_eq!(
+        snippet["spec"]["providerConfigRef"],
+        json!({"name": "default"})
+    );
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    assert_eq!(
+        vm["apiVersion"],
+        "virtualenvironmentvm.proxmoxbpg.crossplane.io/v1alpha1"
+    );
+    let ws = desired(
+        &run(&request(&xr, Some(&input("terraform")), &[])),
+        terraform::WORKSPACE,
+    )
+    .unwrap_or_default();
+    assert_eq!(ws["apiVersion"], "tf.upbound.io/v1beta1");
+    assert_eq!(ws["spec"]["providerConfigRef"], json!({"name": "default"}));
+}
+
+#[test]
+fn the_secret_flow_asks_reads_only_the_own_namespace_and_composes_after() {
+    let xr = machine_with_secret();
+    let inp = input("bpg");
+
+    // First call: the Secret is asked for, by name, in the XR's namespace.
+    let rsp = run(&request(&xr, Some(&inp), &[]));
+    assert_eq!(fatal(&rsp), None);
+    let sel = rsp
+        .requirements
+        .as_ref()
+        .and_then(|r| r.resources.get(keys::REQUIREMENT))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (sel.api_version.as_str(), sel.kind.as_str()),
+        ("v1", "Secret")
+    );
+    assert_eq!(sel.namespace.as_deref(), Some("team-a"));
+    assert_eq!(
+        sel.r#match,
+        Some(
+            function_sdk_rust::proto::v1::resource_selector::Match::MatchName("admin-keys".into())
+        )
+    );
+    assert!(
+        names(&rsp).is_empty(),
+        "no VM (nor snippet) before the keys are known"
+    );
+    assert_eq!(xr_status(&rsp)["phase"], "WaitingForKeys");
+
+    // A Secret of the same name from another namespace is ignored.
+    let foreign = secret("team-b", "admin-keys", &secret_key_line());
+    let rsp = run(&with_required(
+        request(&xr, Some(&inp), &[]),
+        keys::REQUIREMENT,
+        std::slice::from_ref(&foreign),
+    ));
+    assert!(names(&rsp).is_empty());
+    assert_eq!(xr_status(&rsp)["phase"], "WaitingForKeys");
+    assert!(
+        messages(&rsp).contains("team-a/admin-keys"),
+        "{}",
+        messages(&rsp)
+    );
+    assert_eq!(
+        rsp.results.first().map(|r| r.severity),
+        Some(Severity::Warning as i32)
+    );
+
+    // The own Secret: keys known, snippet composed with them, requirement kept.
+    let own = secret(
+        "team-a",
+        "admin-keys",
+        &format!("# team keys\n{}\n", secret_key_line()),
+    );
+    let rsp = run(&with_required(
+        request(&xr, Some(&inp), &[]),
+        keys::REQUIREMENT,
+        &[foreign, own],
+    ));
+    assert_eq!(fatal(&rsp), None);
+    assert_eq!(names(&rsp), vec!["user-data"]);
+    let data = desired(&rsp, bpg::SNIPPET).unwrap_or_default()["spec"]["initProvider"]["sourceRaw"]
+        [0]["data"]
+        .clone();
+    assert_eq!(
+        data,
+        json!(rendered_user_data(&xr, Some(&secret_key_line())))
+    );
+    assert!(data.as_str().unwrap_or_default().contains(SECRET_KEY_BODY));
+    assert!(rsp
+        .requirements
+        .as_ref()
+        .is_some_and(|r| r.resources.contains_key(keys::REQUIREMENT)));
+    assert!(!messages(&rsp).contains(SECRET_KEY_BODY));
+}
+
+#[test]
+fn secret_problems_name_the_secret_and_never_its_content() {
+    let xr = machine_with_secret();
+    let private = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----\n";
+    for content in [
+        private.to_string(),
+        format!("{}\nssh-ed25519 AAAAnotakey x", secret_key_line()),
+    ] {
+        let s = secret("team-a", "admin-keys", &content);
+        let rsp = run(&with_required(
+            request(&xr, Some(&input("bpg")), &[]),
+            keys::REQUIREMENT,
+            &[s],
+        ));
+        let msg = fatal(&rsp).unwrap_or_default();
+        assert!(
+            msg.contains(
+                "Secret team-a/admin-keys (key authorized_keys): data.authorized_keys: line"
+            ),
+            "{msg}"
+        );
+        assert!(names(&rsp).is_empty());
+        let all = messages(&rsp);
+        for secret_text in [
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ",
+            SECRET_KEY_BODY,
+            "AAAAnotakey",
+        ] {
+            assert!(!all.contains(secret_text), "{all}");
+        }
+    }
+}
+
+#[test]
+fn a_missing_secret_after_creation_changes_nothing() {
+    let xr = with_phase(machine_with_secret(), "Running");
+    let observed_vm = observed_ready(
+        &json!({"apiVersion": "x", "kind": "EnvironmentVM", "spec": {}}),
+        json!({}),
+    );
+    let mut req = with_required(
+        request(&xr, Some(&input("bpg")), &[(bpg::VM, observed_vm)]),
+        keys::REQUIREMENT,
+        &[],
+    );
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap"});
+    req.desired.get_or_insert_default().resources.insert(
+        "from-an-earlier-step".into(),
+        Resource {
+            resource: other.as_object().map(json_to_struct),
+            ..Default::default()
+        },
+    );
+    let rsp = run(&req);
+    let msg = fatal(&rsp).unwrap_or_default();
+    assert!(
+        msg.starts_with(
+            "spec.bootstrap.sshAuthorizedKeysSecretRef: the SSH keys Secret team-a/admin-keys"
+        ),
+        "{msg}"
+    );
+    assert!(msg.contains("nothing changes"), "{msg}");
+    assert_eq!(
+        names(&rsp),
+        vec!["from-an-earlier-step"],
+        "passed through, nothing of Fabric's dropped or added"
+    );
+}
+
+#[test]
+fn a_legacy_xmachine_reads_its_secret_in_the_claim_namespace() {
+    let mut xr = xmachine();
+    xr["spec"]["bootstrap"] = json!({"sshAuthorizedKeysSecretRef": {"name": "admin-keys"}});
+    let rsp = run(&request(&xr, Some(&input("bpg")), &[]));
+    let sel = rsp
+        .requirements
+        .as_ref()
+        .and_then(|r| r.resources.get(keys::REQUIREMENT))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sel.namespace.as_deref(), Some("team-a"));
+
+    xr["metadata"]["labels"] = json!({});
+    let rsp = run(&request(&xr, Some(&input("bpg")), &[]));
+    let msg = fatal(&rsp).unwrap_or_default();
+    assert!(
+        msg.starts_with("spec.bootstrap.sshAuthorizedKeysSecretRef: a cluster-scoped XMachine"),
+        "{msg}"
+    );
+    assert!(
+        rsp.requirements.is_none(),
+        "no Secret is asked for without a namespace"
+    );
+}
+
+#[test]
+fn an_invalid_spec_is_fatal_naming_the_field_path_and_composes_nothing() {
+    let mut xr = machine();
+    xr["spec"]["cpu"]["cores"] = json!(0);
+    xr["spec"]["network"]["gateway"] = json!("10.9.9.1");
+    let rsp = run(&request(&xr, Some(&input("bpg")), &[]));
+    let msg = fatal(&rsp).unwrap_or_default();
+    assert!(msg.contains("spec.cpu.cores: 0 is out of range"), "{msg}");
+    assert!(names(&rsp).is_empty());
+    assert_eq!(rsp.results.len(), 1);
+}
+
+#[test]
+fn unknown_image_missing_node_and_bad_input_are_fatal_and_clear() {
+    let mut xr = machine();
+    xr["spec"]["image"] = json!("nixos-templat");
+    let msg = fatal(&run(&request(&xr, Some(&input("bpg")), &[]))).unwrap_or_default();
+    assert_eq!(
+        msg,
+        "spec.image: nixos-templat is not a template the function knows (did you mean nixos-template? known images: nixos-template)"
+    );
+
+    let mut inp = input("bpg");
+    inp["proxmox"] = json!({});
+    let msg = fatal(&run(&request(&machine(), Some(&inp), &[]))).unwrap_or_default();
+    assert!(
+        msg.starts_with("spec.proxmox.node: no Proxmox node"),
+        "{msg}"
+    );
+
+    let mut inp = input("bpg");
+    inp["backend"] = json!("pulumi");
+    let msg = fatal(&run(&request(&machine(), Some(&inp), &[]))).unwrap_or_default();
+    assert!(
+        msg.starts_with("input.backend: pulumi is not a known value"),
+        "{msg}"
+    );
+
+    let msg = fatal(&run(&request(&machine(), None, &[]))).unwrap_or_default();
+    assert!(
+        msg.contains("spec.image") && msg.contains("lists no templates"),
+        "{msg}"
+    );
+
+    let mut req = request(&machine(), Some(&input("bpg")), &[]);
+    req.observed = None;
+    let msg = fatal(&run(&req)).unwrap_or_default();
+    assert!(
+        msg.starts_with("observed.composite: the request carries no composite resource"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn other_steps_desired_resources_pass_through() {
+    let mut req = request(&machine(), Some(&input("bpg")), &[]);
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}});
+    req.desired.get_or_insert_default().resources.insert(
+        "dashboard".into(),
+        Resource {
+            resource: other.as_object().map(json_to_struct),
+            ..Default::default()
+        },
+    );
+    let rsp = run(&req);
+    assert_eq!(names(&rsp), vec!["dashboard", "user-data"]);
+    assert_eq!(desired(&rsp, "dashboard"), Some(other));
+}

@@ -99,9 +99,16 @@ let
     cfg.agent.healthTimeout
     "--reboot"
     cfg.agent.reboot
-    "--metrics-address"
-    cfg.agent.metrics.address
   ]
+  ++ (
+    if cfg.agent.metrics.enable then
+      [
+        "--metrics-address"
+        cfg.agent.metrics.address
+      ]
+    else
+      [ "--no-metrics" ]
+  )
   ++ cfg.agent.extraArgs;
 
   # Tools the converge runs call by name. systemd, coreutils and friends are
@@ -170,9 +177,11 @@ let
     }
   );
 
-  isLoopback =
-    address:
-    hasPrefix "127." address || hasPrefix "[::1]:" address || hasPrefix "localhost:" address;
+  isLoopback = address: hasPrefix "127." address || hasPrefix "[::1]:" address;
+
+  # What fabric's duration flags accept (humantime: 90s, 5m, 1h30m), checked
+  # here so that a typo fails the build instead of the unit.
+  duration = types.strMatching "([0-9]+ *[a-zA-Z]+ *)+";
 in
 {
   options.services.fabric = {
@@ -198,7 +207,7 @@ in
       '';
 
       timeout = mkOption {
-        type = types.str;
+        type = duration;
         default = layout.defaultBootstrapTimeout;
         example = "1h";
         description = ''
@@ -234,7 +243,7 @@ in
       };
 
       interval = mkOption {
-        type = types.str;
+        type = duration;
         default = layout.defaultInterval;
         example = "1m";
         description = "How often the agent asks the Git remote for a new commit (`--interval`).";
@@ -246,18 +255,21 @@ in
         example = [
           "systemctl is-active --quiet nginx.service"
           "curl --fail --silent --max-time 5 http://127.0.0.1/healthz"
+          "sh -c 'test \"$(dig +short @127.0.0.1 dns01.lab)\" != \"\"'"
         ];
         description = ''
-          Shell commands run after each switch; any non-zero exit rolls the
-          machine back to the previous generation (`--health-check`, one per
-          command). They run inside the agent's sandbox: read-only file
-          system, private /tmp, the new generation's
-          `/run/current-system/sw/bin` on PATH.
+          Commands run after each switch; a non-zero exit or a timeout
+          rolls the machine back to the previous generation
+          (`--health-check`, once per command). Each is split into words
+          like a shell would (quotes work) but runs without one: write
+          `sh -c '…'` for pipes, `$VAR` or `$(…)`. They run inside the
+          agent's sandbox (read-only file system, private /tmp) with the
+          new generation's `/run/current-system/sw/bin` on PATH.
         '';
       };
 
       healthTimeout = mkOption {
-        type = types.str;
+        type = duration;
         default = layout.defaultHealthTimeout;
         description = "How long each health check may run (`--health-timeout`).";
       };
@@ -275,14 +287,22 @@ in
         '';
       };
 
+      metrics.enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether the agent serves Prometheus metrics (`--no-metrics` when off).";
+      };
+
       metrics.address = mkOption {
-        type = types.str;
+        # An IP address and port, as fabric parses it (no host names).
+        type = types.strMatching "(([0-9]{1,3}\\.){3}[0-9]{1,3}|\\[[0-9a-fA-F:.]+]):[0-9]{1,5}";
         default = layout.defaultMetricsAddress;
         example = "0.0.0.0:9750";
         description = ''
-          Where the agent serves Prometheus metrics (`--metrics-address`).
-          The default is loopback only; the endpoint has no authentication,
-          so open it to the network only behind a firewall rule.
+          Where the agent serves Prometheus metrics (`--metrics-address`,
+          an IP address and port). The default is loopback only; the
+          endpoint has no authentication, so open it to the network only
+          behind a firewall rule.
         '';
       };
 
@@ -374,7 +394,7 @@ in
     })
 
     (mkIf cfg.agent.enable {
-      warnings = optional (!isLoopback cfg.agent.metrics.address) ''
+      warnings = optional (cfg.agent.metrics.enable && !isLoopback cfg.agent.metrics.address) ''
         services.fabric.agent.metrics.address = "${cfg.agent.metrics.address}" serves
         the agent's metrics beyond this machine without authentication. Limit
         who can reach the port with the firewall, or keep the default

@@ -91,8 +91,9 @@ let
   healthChecks = [
     "systemctl is-active --quiet nginx.service"
     "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz"
-    "test \"$(hostname)\" != \"\""
+    "sh -c 'test -n \"$(hostname)\"'"
   ];
+  extraArgs = [ "--verbose" ];
   agentFull = withModule [
     {
       services.fabric.agent = {
@@ -103,13 +104,35 @@ let
         healthTimeout = "30s";
         reboot = "when-needed";
         metrics.address = "0.0.0.0:9750";
-        extraArgs = [ "--verbose" ];
+        inherit extraArgs;
       };
     }
     # A second module adds a check: lists from several modules concatenate.
     { services.fabric.agent.healthChecks = [ "true" ]; }
   ];
   agentFullUnit = agentFull.systemd.services.fabric-agent;
+
+  noMetrics = withModule [
+    {
+      services.fabric.agent = {
+        enable = true;
+        metrics.enable = false;
+        metrics.address = "0.0.0.0:9750";
+      };
+    }
+  ];
+  noMetricsUnit = noMetrics.systemd.services.fabric-agent;
+
+  agentWith =
+    settings:
+    (withModule [
+      {
+        services.fabric.agent = {
+          enable = true;
+        }
+        // settings;
+      }
+    ]).systemd.services.fabric-agent.serviceConfig.ExecStart;
 
   overridden = withModule [
     {
@@ -264,7 +287,7 @@ let
       "--health-check"
       "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1/healthz"
       "--health-check"
-      "test \"$(hostname)\" != \"\""
+      "sh -c 'test -n \"$(hostname)\"'"
       "--health-check"
       "true"
       "--health-timeout"
@@ -279,6 +302,30 @@ let
       builtins.match ".*%%\\{http_code}.*\\$\\$\\(hostname\\).*" agentFullUnit.serviceConfig.ExecStart != null
     ))
     (eq "agent: warns about metrics beyond loopback" (length agentFull.warnings) 1)
+    (eq "agent: metrics off" (argvOf noMetricsUnit.serviceConfig.ExecStart) [
+      fabricExe
+      "agent"
+      "--interval"
+      "5m"
+      "--health-timeout"
+      "60s"
+      "--reboot"
+      "never"
+      "--no-metrics"
+    ])
+    (eq "agent: no warning without metrics" noMetrics.warnings [ ])
+    (holds "agent: IPv6 loopback metrics" (
+      elem "[::1]:9750" (argvOf (agentWith { metrics.address = "[::1]:9750"; }))
+    ))
+    (eq "agent: IPv6 loopback is not warned about" (withModule [
+      {
+        services.fabric.agent = {
+          enable = true;
+          metrics.address = "[::1]:9750";
+        };
+      }
+    ]).warnings [ ])
+    (holds "agent: compound durations" (elem "1h 30m" (argvOf (agentWith { interval = "1h 30m"; }))))
     (holds "agent: a new definition changes the hash" (
       agentFullUnit.environment.FABRIC_AGENT_DEFINITION != agentDefinition
     ))
@@ -297,6 +344,10 @@ let
         };
       }
     ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
+    (fails "refused: metrics address is a host name" (agentWith { metrics.address = "localhost:9750"; }))
+    (fails "refused: metrics address without a port" (agentWith { metrics.address = "127.0.0.1"; }))
+    (fails "refused: interval without a unit" (agentWith { interval = "5"; }))
+    (fails "refused: health timeout that is not a duration" (agentWith { healthTimeout = "soon"; }))
     (fails "refused: flake is not a string" (withModule [
       {
         services.fabric.agent = {
@@ -381,7 +432,7 @@ in
       "fabric-agent-upgrade"
     ];
     agentFull = pick agentFull [ "fabric-agent" ];
-    inherit healthChecks;
-    fabricExe = fabricExe;
+    agentNoMetrics = pick noMetrics [ "fabric-agent" ];
+    inherit healthChecks extraArgs fabricExe;
   };
 }

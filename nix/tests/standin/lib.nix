@@ -115,6 +115,12 @@ let
       check = v: isList v && all elemType.check v;
       merge = loc: defs: concatLists (map (d: d.value) defs);
     };
+    strMatching = pattern: {
+      name = "strMatching ${toJSON pattern}";
+      description = "string matching the pattern ${pattern}";
+      check = v: isString v && builtins.match pattern v != null;
+      merge = mergeEqual;
+    };
     enum = values: {
       name = "enum";
       description = "one of ${concatStringsSep ", " (map toJSON values)}";

@@ -239,12 +239,17 @@ impl Activator {
         on_phase(Phase::Rollback);
         tracing::warn!(phase = %failure.phase, "{}; rolling back", failure.message);
         match self.rollback(runner, previous, prior.as_ref(), &cancel) {
-            Ok(note) => {
+            Ok((reactivated, note)) => {
                 let mut f = failure;
                 if let Some(note) = note {
                     f.message = format!("{}; {note}", f.message);
                 }
-                done(Outcome::RolledBack, Some(f), None)
+                let outcome = if reactivated {
+                    Outcome::RolledBack
+                } else {
+                    Outcome::Failed
+                };
+                done(outcome, Some(f), None)
             }
             Err(rollback_failure) => {
                 let f = Failure {
@@ -379,15 +384,15 @@ impl Activator {
         Ok(())
     }
 
-    /// Points the profile back and re-activates what ran before. Returns a
-    /// note when there was nothing to re-activate.
+    /// Points the profile back and re-activates what ran before. Returns
+    /// whether something was re-activated, and a note for the record.
     fn rollback(
         &self,
         runner: &Runner,
         previous: Option<&StorePath>,
         prior: Option<&nix::ProfileGeneration>,
         cancel: &Cancel,
-    ) -> Result<Option<String>, Failure> {
+    ) -> Result<(bool, Option<String>), Failure> {
         let profile = self.profile();
         // Prefer moving the profile back to the generation it had (no new
         // generation in the boot menu); otherwise --set what was running.
@@ -409,8 +414,9 @@ impl Activator {
                 .map_err(|e| failure(Phase::Rollback, "pointing the profile back failed", &e))?;
         }
         let Some(previous) = previous else {
-            return Ok(Some(
-                "no previous generation was running, so nothing was re-activated".to_string(),
+            return Ok((
+                false,
+                Some("no previous generation was running, so nothing was re-activated".to_string()),
             ));
         };
         check_closure(previous).map_err(|mut f| {
@@ -420,7 +426,7 @@ impl Activator {
         match self.switch(runner, previous, SwitchAction::Switch, cancel) {
             Ok(_) => {
                 tracing::warn!(toplevel = %previous, "rolled back to the previous generation");
-                Ok(None)
+                Ok((true, None))
             }
             // The previous generation is what ran before; failed units in it
             // are not ours to fix, but say so.
@@ -431,8 +437,9 @@ impl Activator {
                         &self.root.join(layout::CURRENT_SYSTEM),
                     );
                 }
-                Ok(Some(
-                    "the previous generation came back with failed units".to_string(),
+                Ok((
+                    true,
+                    Some("the previous generation came back with failed units".to_string()),
                 ))
             }
             Err(mut f) => {

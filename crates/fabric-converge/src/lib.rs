@@ -27,3 +27,26 @@ pub mod status;
 pub mod target;
 
 pub use root::Root;
+
+/// Parses a duration written like `90s`, `5m`, `1h` or `1h 30m`.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. 90s, 5m, 1h or 1h30m"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_like_systemd() {
+        use std::time::Duration;
+        assert_eq!(super::parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(super::parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            super::parse_duration("1h30m"),
+            Ok(Duration::from_secs(5400))
+        );
+        assert!(super::parse_duration("5 minutes please")
+            .unwrap_err()
+            .contains("e.g. 90s"));
+    }
+}

@@ -20,9 +20,10 @@ pub const HISTORY_LEN: usize = 20;
 /// How many rejected revisions are remembered.
 pub const REJECTED_LEN: usize = 50;
 
-/// Writes `bytes` to `path` so that readers see the old or the new content,
-/// never a mix, even across a crash.
+/// Writes `bytes` to `path` (mode 0644) so that readers see the old or the
+/// new content, never a mix, even across a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new()
@@ -30,6 +31,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     File::open(dir)?.sync_all()

@@ -1,12 +1,140 @@
-//! `fabric bootstrap` (not yet implemented).
+//! `fabric bootstrap`: CLI glue for `fabric_converge::bootstrap`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-/// Not yet implemented.
+use fabric_converge::bootstrap::{self, BootstrapOptions, BootstrapReport};
+use fabric_converge::deploy::HealthCheck;
+use fabric_converge::process::{Cancel, Runner};
+use fabric_converge::remote::Backoff;
+use fabric_converge::{layout, parse_duration, Root};
+
+/// Converge a freshly booted machine on its flake, once.
+///
+/// Runs as the first-boot unit fabric-bootstrap.service:
+///
+///   1. reads the flake target (/etc/nix-flake-target); it must be one flake
+///      reference, owned by root and writable by nobody else;
+///   2. waits for the flake's Git remote with `git ls-remote`, backing off
+///      exponentially with jitter, one log line per attempt, up to --timeout;
+///   3. builds exactly the remote head: the flake pinned with rev=<commit>,
+///      attribute nixosConfigurations.<name>.config.system.build.toplevel;
+///   4. sets the system profile and runs switch-to-configuration switch (in a
+///      transient systemd unit on a real system, directly under --root);
+///   5. writes /var/lib/nixos-bootstrap-complete and /var/lib/fabric/
+///      bootstrap.json, and disables fabric-bootstrap.service.
+///
+/// It is idempotent: with the marker present it exits 0 at once; a second
+/// concurrent run waits for the first and then finds the marker; a run that
+/// was killed is simply run again. On failure, the phase, the command and
+/// the tail of its output are recorded (see `fabric status`) and no marker
+/// is written.
+///
+/// Exit status: 0 complete (or already complete), 1 failed (reason
+/// recorded), 2 flake target refused, 4 activation and rollback both
+/// failed, 143 stopped by SIGTERM.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  fabric bootstrap\n  fabric bootstrap --timeout 1h\n  fabric bootstrap --root /mnt --flake-target /etc/nix-flake-target"
+)]
+pub struct Args {
+    /// Treat DIR as the machine's /: the flake target, /var/lib/fabric, the
+    /// marker, the system profile and /run/current-system are read and
+    /// written under it, and switch-to-configuration runs directly instead
+    /// of through systemd-run.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("fabric bootstrap: not implemented yet");
-    ExitCode::from(70)
+    /// Give up waiting for the Git remote after this long (e.g. 90s, 5m, 1h).
+    #[arg(long, value_name = "DURATION", default_value = layout::DEFAULT_BOOTSTRAP_TIMEOUT, value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// The file holding the flake reference (a path on the machine, joined
+    /// under --root).
+    #[arg(long, value_name = "PATH", default_value = layout::FLAKE_TARGET)]
+    pub flake_target: PathBuf,
+
+    /// Stop `nix build` after this long.
+    #[arg(long, value_name = "DURATION", default_value = "2h", value_parser = parse_duration)]
+    pub build_timeout: Duration,
+
+    /// Stop switch-to-configuration after this long (then roll back).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    pub switch_timeout: Duration,
+
+    /// After the switch, run this command (no shell; quote like one, e.g.
+    /// "curl -fsS http://127.0.0.1:8080/health"); a non-zero exit rolls
+    /// back to the template's generation. Repeatable.
+    #[arg(long = "health-check", value_name = "CMD")]
+    pub health_checks: Vec<HealthCheck>,
+
+    /// Timeout of each health check.
+    #[arg(long, value_name = "DURATION", default_value = layout::DEFAULT_HEALTH_TIMEOUT, value_parser = parse_duration)]
+    pub health_timeout: Duration,
+
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    super::agent::init_logging();
+    let root = match Root::new(&args.root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fabric bootstrap: {e}");
+            return ExitCode::from(layout::exit::USAGE);
+        }
+    };
+    let cancel = match Cancel::on_termination_signals() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fabric bootstrap: cannot handle SIGTERM: {e}");
+            return ExitCode::from(layout::exit::FAILED);
+        }
+    };
+    let mut opts = BootstrapOptions::new(root);
+    opts.flake_target = args.flake_target;
+    opts.backoff = Backoff::new(args.timeout);
+    opts.build_timeout = args.build_timeout;
+    opts.activator.switch_timeout = args.switch_timeout;
+    opts.activator.health_checks = args.health_checks;
+    opts.activator.health_timeout = args.health_timeout;
+
+    let result = bootstrap::bootstrap(&opts, &Runner::new(), &cancel);
+    let code = bootstrap::exit_code(&result);
+    match &result {
+        Ok(report) => {
+            if args.json {
+                println!("{}", serde_json::to_string(report).unwrap_or_default());
+            } else {
+                match report {
+                    BootstrapReport::AlreadyComplete => println!("already complete"),
+                    BootstrapReport::Completed {
+                        revision,
+                        store_path,
+                        reboot_needed,
+                        ..
+                    } => println!(
+                        "complete: {revision} {store_path}{}",
+                        if *reboot_needed {
+                            " (reboot needed)"
+                        } else {
+                            ""
+                        }
+                    ),
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("fabric bootstrap: {e}");
+            if args.json {
+                let v = serde_json::json!({"result": "failed", "exit_code": code, "error": e.to_string()});
+                println!("{v}");
+            }
+        }
+    }
+    ExitCode::from(code)
 }

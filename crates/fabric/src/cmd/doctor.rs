@@ -1,12 +1,69 @@
-//! `fabric doctor` (not yet implemented).
+//! `fabric doctor`: CLI glue for `fabric_converge::doctor`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Not yet implemented.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use fabric_converge::doctor::{self, DoctorOptions};
+use fabric_converge::process::Runner;
+use fabric_converge::{layout, Root};
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("fabric doctor: not implemented yet");
-    ExitCode::from(70)
+/// Run the troubleshooting checklist and say what to fix.
+///
+/// Checks, in order, each printed as PASS, WARN, FAIL or SKIP with a hint:
+///
+///   flake target   /etc/nix-flake-target exists, is owned by root, is not
+///                  writable by others, and holds a valid flake reference
+///   tools          nix, nix-env and git are on PATH
+///   remote         the flake's Git remote answers `git ls-remote`
+///   bootstrap      the completion marker, the last bootstrap outcome and
+///                  the state of fabric-bootstrap.service
+///   cloud-init     /var/lib/cloud/data/result.json has no errors; warning
+///                  and error lines in /var/log/cloud-init*.log
+///   agent          agent.json is readable, the agent polls, its last outcome
+///   disk /nix      free space (fail under 1 GiB, warn under 5 GiB)
+///
+/// Exit status: 0 nothing failed (warnings allowed), 1 a check failed,
+/// 2 bad --root.
+#[derive(Debug, clap::Args)]
+#[command(
+    verbatim_doc_comment,
+    after_help = "Examples:\n  fabric doctor\n  fabric doctor --json | jq '.checks[] | select(.verdict == \"fail\")'"
+)]
+pub struct Args {
+    /// Treat DIR as the machine's /.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub root: PathBuf,
+
+    /// The flake target file (a path on the machine, joined under --root).
+    #[arg(long, value_name = "PATH", default_value = layout::FLAKE_TARGET)]
+    pub flake_target: PathBuf,
+
+    /// Print the checks as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let root = match Root::new(&args.root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("fabric doctor: {e}");
+            return ExitCode::from(layout::exit::USAGE);
+        }
+    };
+    let mut opts = DoctorOptions::new(root);
+    opts.flake_target = args.flake_target;
+    let report = doctor::doctor(&opts, &Runner::new());
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("fabric doctor: {e}");
+                return ExitCode::from(layout::exit::FAILED);
+            }
+        }
+    } else {
+        print!("{}", report.render());
+    }
+    ExitCode::from(report.exit_code())
 }

@@ -38,6 +38,14 @@ let
     modules:
     (evalModules {
       modules = [ ./standin/nixos.nix ] ++ modules;
+      # Below services.fabric every option is the module's own: a name it
+      # does not declare is a typo, as NixOS would say.
+      strict = [
+        [
+          "services"
+          "fabric"
+        ]
+      ];
       specialArgs = {
         inherit pkgs;
         # A string, so that "${modulesPath}/..." does not copy it to the store.
@@ -168,6 +176,14 @@ let
     }
   ];
   template = eval [ ../proxmox-template.nix ];
+
+  # The example fleet's dns01, as examples/hosts/flake.nix assembles it
+  # (less the flake wrapper, which needs nixpkgs).
+  exampleHost = eval [
+    ../proxmox-guest.nix
+    ../../examples/hosts/common.nix
+    ../../examples/hosts/dns01.nix
+  ];
 
   checks = [
     # Nothing is switched on by importing the module.
@@ -348,6 +364,11 @@ let
     (fails "refused: metrics address without a port" (agentWith { metrics.address = "127.0.0.1"; }))
     (fails "refused: interval without a unit" (agentWith { interval = "5"; }))
     (fails "refused: health timeout that is not a duration" (agentWith { healthTimeout = "soon"; }))
+    (fails "refused: a misspelt option" (withModule [
+      {
+        services.fabric.agent.healtChecks = [ "true" ];
+      }
+    ]).services.fabric.agent)
     (fails "refused: flake is not a string" (withModule [
       {
         services.fabric.agent = {
@@ -402,6 +423,24 @@ let
       "fabric-agent-upgrade"
       "fabric-bootstrap"
     ])
+    (eq "example host: agent argv" (argvOf exampleHost.systemd.services.fabric-agent.serviceConfig.ExecStart) [
+      fabricExe
+      "agent"
+      "--interval"
+      "5m"
+      "--health-check"
+      "systemctl is-active --quiet sshd.service"
+      "--health-check"
+      "systemctl is-active --quiet unbound.service"
+      "--health-timeout"
+      "60s"
+      "--reboot"
+      "when-needed"
+      "--metrics-address"
+      "127.0.0.1:9750"
+    ])
+    (eq "example host: bootstrap kept" (exampleHost.systemd.services ? fabric-bootstrap) true)
+    (eq "example host: hostname left to cloud-init" exampleHost.networking.hostName "")
     (eq "template: bootstrap on" template.services.fabric.bootstrap.enable true)
     (eq "template: image name" template.proxmox.filenameSuffix "nixos-fabric-template")
     (eq "template: guest agent flag for Proxmox" template.proxmox.qemuConf.agent true)

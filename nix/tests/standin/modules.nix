@@ -13,7 +13,9 @@
 #   (mkForce 50 < plain 100 < mkDefault 1000 < option default 1500), every
 #   definition is checked against the option's type, then merged by it;
 # - paths no module declares are merged freely: lists concatenate, other
-#   values must agree, attribute sets merge recursively.
+#   values must agree, attribute sets merge recursively; except below the
+#   `strict` prefixes (e.g. services.fabric), where, as everywhere in NixOS,
+#   setting an option nobody declared is an error.
 #
 # What it leaves out: submodules, `apply` ordering subtleties, option
 # documentation, `disabledModules`, `_module.args`, and every NixOS option
@@ -177,11 +179,16 @@ let
     else
       merged;
 
+  isPrefix =
+    prefix: loc:
+    length prefix <= length loc
+    && all (i: builtins.elemAt prefix i == builtins.elemAt loc i) (genList (i: i) (length prefix));
+
   # The configuration tree. Where options are declared the names come from
   # declarations and definitions without evaluating any condition; that is
   # what lets `config = mkIf cfg.enable { ... }` read `cfg` at all.
   mergeTree =
-    loc: decls: defs:
+    strict: loc: decls: defs:
     if isOption decls then
       mergeOption loc decls defs
     else
@@ -197,7 +204,9 @@ let
             ) pushed;
           in
           if decls ? ${name} then
-            mergeTree (loc ++ [ name ]) decls.${name} subDefs
+            mergeTree strict (loc ++ [ name ]) decls.${name} subDefs
+          else if any (p: isPrefix p loc) strict then
+            throw "The option `${showLoc (loc ++ [ name ])}' does not exist."
           else
             let
               r = mergeFree (loc ++ [ name ]) subDefs;
@@ -241,6 +250,7 @@ in
 {
   modules,
   specialArgs ? { },
+  strict ? [ ],
 }:
 let
   args = specialArgs // {
@@ -274,7 +284,7 @@ let
 
   options = foldl' (mergeDecls [ ]) { } (map (m: m.options) collected);
 
-  config = mergeTree [ ] options (
+  config = mergeTree strict [ ] options (
     map (m: {
       inherit (m) file;
       value = m.config;

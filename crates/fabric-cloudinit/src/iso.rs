@@ -43,7 +43,7 @@ pub fn seed_iso(seed: &Seed) -> Result<Vec<u8>, IsoError> {
         .with_accessed(SEED_TIME)
         .with_created(SEED_TIME);
     for (name, text) in seed.files() {
-        let node = Node::file(Content::bytes(text.as_bytes())).with_attrs(attrs.clone());
+        let node = Node::file(Content::bytes(text.as_bytes())).with_attrs(attrs);
         tree.insert(name, node)
             .map_err(|e| IsoError::Write(format!("{name}: {e}")))?;
     }

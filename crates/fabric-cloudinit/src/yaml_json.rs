@@ -8,10 +8,11 @@
 //! this formatter closes them:
 //!
 //! - PyYAML refuses some characters that JSON allows raw (DEL, C1 controls,
-//!   U+FFFE/U+FFFF), and treats others as line breaks inside a quoted scalar
-//!   (NEL, U+2028, U+2029), which folds them away. Every character outside
-//!   printable ASCII in the Basic Multilingual Plane is written as `\uXXXX`,
-//!   an escape both grammars decode to the same character.
+//!   U+FFFE/U+FFFF), and YAML 1.1 counts others as line breaks (NEL, U+2028,
+//!   U+2029): PyYAML folds a raw NEL inside a quoted scalar into a space.
+//!   Every character outside printable ASCII in the Basic Multilingual Plane
+//!   is written as `\uXXXX`, an escape both grammars decode to the same
+//!   character.
 //! - JSON spells characters beyond the BMP as surrogate-pair escapes, which
 //!   PyYAML decodes into two lone surrogates. Those characters stay raw UTF-8,
 //!   which PyYAML (5.1 and later) accepts inside quoted scalars.

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::LazyLock;
 
 use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::Value as Json;
@@ -16,7 +17,7 @@ use crate::api::{self, MachineSpec, Metadata, SecretKeyRef, SizeClass, API_GROUP
 use crate::diag::{self, Diagnostic, Pos};
 use crate::flake::FlakeRef;
 use crate::net::{self, MacAddress};
-use crate::schema::{self, PathIndex};
+use crate::schema::{self, FieldPath, PathIndex};
 use crate::source::{self, Node, Value};
 use crate::sshkeys::{self, AuthorizedKey};
 
@@ -199,7 +200,7 @@ impl Machine {
 
     /// Validates an object as the cluster holds it (JSON, no positions).
     pub fn from_json(value: &Json) -> Result<Machine, Vec<Diagnostic>> {
-        match parse_node(&Node::from_json(value), ParseMode::Observed) {
+        match parse_node(Node::from_json(value), ParseMode::Observed) {
             Parsed::Machine(m) => Ok(*m),
             Parsed::Invalid(d) => Err(d),
             Parsed::NotAMachine { kind } => Err(vec![Diagnostic::error(
@@ -249,7 +250,7 @@ impl Machine {
 pub fn parse_stream(text: &str) -> Vec<Parsed> {
     match source::parse_yaml(text) {
         Ok(docs) => docs
-            .iter()
+            .into_iter()
             .map(|d| parse_node(d, ParseMode::Authored))
             .collect(),
         Err(e) => vec![Parsed::Invalid(vec![Diagnostic::error(
@@ -261,11 +262,42 @@ pub fn parse_stream(text: &str) -> Vec<Parsed> {
     }
 }
 
+/// Reads many YAML streams, on every core: a fleet's files are independent,
+/// and parsing dominates `fabric validate`. Results are in input order.
+pub fn parse_many<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<Vec<Parsed>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || texts.len() < 64 {
+        return texts.iter().map(|t| parse_stream(t.as_ref())).collect();
+    }
+    let chunk = texts.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = texts
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|t| parse_stream(t.as_ref()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            // A worker only panics if parse_stream does, which would be a bug
+            // here; re-raise it rather than return a partial fleet.
+            .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    })
+}
+
 /// Reads one document.
-pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
+pub fn parse_node(doc: Node, mode: ParseMode) -> Parsed {
     let mut diags = Vec::new();
-    let mut index = PathIndex::default();
-    let Value::Map(_) = &doc.value else {
+    let index = PathIndex::new(doc);
+    let Some(doc) = index.root() else {
+        return Parsed::NotAMachine { kind: None };
+    };
+    let Value::Map(entries) = &doc.value else {
         return Parsed::NotAMachine { kind: None };
     };
     let kind_text = doc.get("kind").and_then(Node::as_text).map(str::to_string);
@@ -299,7 +331,6 @@ pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
         }
         _ => return Parsed::NotAMachine { kind: kind_text },
     };
-    index.record_root(doc);
     match api_version.as_deref() {
         Some(API_VERSION) => {}
         _ => {
@@ -317,9 +348,6 @@ pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
             );
         }
     }
-    let Value::Map(entries) = &doc.value else {
-        unreachable_map()
-    };
     for (key, _) in entries {
         let known = matches!(
             key.text.as_str(),
@@ -340,16 +368,18 @@ pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
         }
     }
 
-    let meta_schema = schema::schema_for::<Metadata>();
+    // Generating a schema costs far more than checking a document against it.
+    static META_SCHEMA: LazyLock<Json> = LazyLock::new(schema::schema_for::<Metadata>);
+    static SPEC_SCHEMA: LazyLock<Json> = LazyLock::new(schema::schema_for::<MachineSpec>);
+    let meta_schema: &Json = &META_SCHEMA;
     let strict_meta = |_: &str, _: &str| mode == ParseMode::Observed;
     let metadata: Option<Metadata> = match doc.get("metadata") {
         Some(node) => schema::check(
             node,
-            &meta_schema,
-            "metadata",
+            meta_schema,
+            &FieldPath::root("metadata"),
             &strict_meta,
             &mut diags,
-            &mut index,
         )
         .and_then(|v| serde_json::from_value(v).ok()),
         None => {
@@ -377,16 +407,15 @@ pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
         }
     }
 
-    let spec_schema = schema::schema_for::<MachineSpec>();
+    let spec_schema: &Json = &SPEC_SCHEMA;
     let tolerate = |path: &str, key: &str| path == "spec" && CROSSPLANE_SPEC_FIELDS.contains(&key);
     let spec: Option<MachineSpec> = match doc.get("spec") {
         Some(node) => schema::check(
             node,
-            &spec_schema,
-            "spec",
+            spec_schema,
+            &FieldPath::root("spec"),
             &tolerate,
             &mut diags,
-            &mut index,
         )
         .and_then(|v| {
             if diags.iter().any(Diagnostic::is_error) {
@@ -424,23 +453,6 @@ pub fn parse_node(doc: &Node, mode: ParseMode) -> Parsed {
     match validate(kind, metadata, spec, index, diags) {
         Ok(m) => Parsed::Machine(Box::new(m)),
         Err(d) => Parsed::Invalid(d),
-    }
-}
-
-fn unreachable_map() -> ! {
-    // parse_node checked the document is a mapping before getting here.
-    panic!("document is a mapping")
-}
-
-impl PathIndex {
-    fn record_root(&mut self, doc: &Node) {
-        for key in ["apiVersion", "kind"] {
-            if let Some(n) = doc.get(key) {
-                if let Some(pos) = n.pos {
-                    self.insert(key, pos);
-                }
-            }
-        }
     }
 }
 

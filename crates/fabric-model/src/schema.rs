@@ -6,8 +6,6 @@
 //! serde types accept, collecting every unknown field, wrong type, missing
 //! field and out-of-range number on the way instead of stopping at the first.
 
-use std::collections::HashMap;
-
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
 use serde_json::{Map, Value as Json};
@@ -75,32 +73,101 @@ fn drop_null_alternatives(value: &mut Json) {
     }
 }
 
-/// Where each field path was written, for locating later diagnostics.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Finds where a field path was written, by walking the document it came
+/// from. Kept as the tree rather than a map of paths, because building every
+/// path string up front costs more than the whole check of a valid machine.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct PathIndex {
-    positions: HashMap<String, Pos>,
+    doc: Option<Node>,
 }
 
 impl PathIndex {
-    /// The position of the value at `path`, or of its nearest located parent.
+    /// An index over `doc`.
+    pub fn new(doc: Node) -> Self {
+        Self { doc: Some(doc) }
+    }
+
+    /// The document.
+    pub fn root(&self) -> Option<&Node> {
+        self.doc.as_ref()
+    }
+
+    /// The position of the value at `path` (`spec.network.dns[1]`), or of
+    /// its nearest located parent.
     pub fn pos(&self, path: &str) -> Option<Pos> {
-        let mut p = path;
-        loop {
-            if let Some(pos) = self.positions.get(p) {
-                return Some(*pos);
+        let mut node = self.doc.as_ref()?;
+        let mut best = node.pos;
+        for part in path.split('.') {
+            let (key, indices) = match part.find('[') {
+                Some(i) => (&part[..i], &part[i..]),
+                None => (part, ""),
+            };
+            match node.get(key) {
+                Some(n) => node = n,
+                None => return best,
             }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
+            best = node.pos.or(best);
+            for idx in indices.split('[').filter(|s| !s.is_empty()) {
+                let Ok(i) = idx.trim_end_matches(']').parse::<usize>() else {
+                    return best;
+                };
+                match &node.value {
+                    Value::Seq(items) if i < items.len() => node = &items[i],
+                    _ => return best,
+                }
+                best = node.pos.or(best);
+            }
+        }
+        best
+    }
+}
+
+/// A field path built while walking, formatted only when a diagnostic needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldPath<'a> {
+    parent: Option<&'a FieldPath<'a>>,
+    seg: Seg<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl<'a> FieldPath<'a> {
+    /// A top-level field such as `spec`.
+    pub fn root(key: &'a str) -> Self {
+        Self {
+            parent: None,
+            seg: Seg::Key(key),
         }
     }
 
-    pub(crate) fn insert(&mut self, path: &str, pos: Pos) {
-        self.positions.insert(path.to_string(), pos);
+    fn key(&'a self, key: &'a str) -> FieldPath<'a> {
+        FieldPath {
+            parent: Some(self),
+            seg: Seg::Key(key),
+        }
     }
 
-    fn record(&mut self, path: &str, pos: Option<Pos>) {
-        if let Some(pos) = pos {
-            self.positions.insert(path.to_string(), pos);
+    fn index(&'a self, i: usize) -> FieldPath<'a> {
+        FieldPath {
+            parent: Some(self),
+            seg: Seg::Index(i),
+        }
+    }
+}
+
+impl std::fmt::Display for FieldPath<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(p) = self.parent {
+            write!(f, "{p}")?;
+        }
+        match self.seg {
+            Seg::Key(k) if self.parent.is_some() => write!(f, ".{k}"),
+            Seg::Key(k) => f.write_str(k),
+            Seg::Index(i) => write!(f, "[{i}]"),
         }
     }
 }
@@ -111,22 +178,20 @@ impl PathIndex {
 pub type Tolerate<'a> = &'a dyn Fn(&str, &str) -> bool;
 
 /// Checks `node` against `schema`, returning the JSON to deserialize (absent
-/// when the node is null) and recording diagnostics and positions.
+/// when the node is null) and recording diagnostics.
 pub fn check(
     node: &Node,
     schema: &Json,
-    path: &str,
+    path: &FieldPath<'_>,
     tolerate: Tolerate<'_>,
     diags: &mut Vec<Diagnostic>,
-    index: &mut PathIndex,
 ) -> Option<Json> {
-    index.record(path, node.pos);
     if node.value == Value::Null {
         return None;
     }
     let ty = schema.get("type").and_then(Json::as_str);
     let value = match ty {
-        Some("object") => check_object(node, schema, path, tolerate, diags, index)?,
+        Some("object") => check_object(node, schema, path, tolerate, diags)?,
         Some("array") => {
             let Value::Seq(items) = &node.value else {
                 diags.push(type_error(node, path, "a list"));
@@ -135,11 +200,12 @@ pub fn check(
             let item_schema = schema.get("items").unwrap_or(&Json::Null);
             let mut out = Vec::with_capacity(items.len());
             for (i, item) in items.iter().enumerate() {
-                let p = format!("{path}[{i}]");
-                match check(item, item_schema, &p, tolerate, diags, index) {
+                let p = path.index(i);
+                match check(item, item_schema, &p, tolerate, diags) {
                     Some(v) => out.push(v),
                     None if item.value == Value::Null => diags.push(
-                        Diagnostic::error(&p, item.pos, "is empty").hint("remove the empty entry"),
+                        Diagnostic::error(p.to_string(), item.pos, "is empty")
+                            .hint("remove the empty entry"),
                     ),
                     None => {}
                 }
@@ -180,7 +246,7 @@ pub fn check(
                     (None, None) => unreachable_range(),
                 };
                 diags.push(
-                    Diagnostic::error(path, node.pos, format!("{n} is out of range"))
+                    Diagnostic::error(path.to_string(), node.pos, format!("{n} is out of range"))
                         .hint(format!("must be {range}")),
                 );
                 return None;
@@ -214,8 +280,12 @@ pub fn check(
                 None => format!("one of {}", names.join(", ")),
             };
             diags.push(
-                Diagnostic::error(path, node.pos, format!("{given} is not a known value"))
-                    .hint(hint),
+                Diagnostic::error(
+                    path.to_string(),
+                    node.pos,
+                    format!("{given} is not a known value"),
+                )
+                .hint(hint),
             );
             return None;
         }
@@ -230,10 +300,9 @@ fn unreachable_range() -> String {
 fn check_object(
     node: &Node,
     schema: &Json,
-    path: &str,
+    path: &FieldPath<'_>,
     tolerate: Tolerate<'_>,
     diags: &mut Vec<Diagnostic>,
-    index: &mut PathIndex,
 ) -> Option<Json> {
     let Value::Map(entries) = &node.value else {
         diags.push(type_error(node, path, "a mapping"));
@@ -243,15 +312,15 @@ fn check_object(
     let extra = schema.get("additionalProperties").filter(|v| v.is_object());
     let mut out = Map::new();
     for (key, value) in entries {
-        let child_path = join(path, &key.text);
+        let child_path = path.key(&key.text);
         let child_schema = props.and_then(|p| p.get(&key.text)).or(extra);
         match child_schema {
             Some(s) => {
-                if let Some(v) = check(value, s, &child_path, tolerate, diags, index) {
+                if let Some(v) = check(value, s, &child_path, tolerate, diags) {
                     out.insert(key.text.clone(), v);
                 }
             }
-            None if tolerate(path, &key.text) => {}
+            None if tolerate(&path.to_string(), &key.text) => {}
             None => {
                 let known: Vec<&str> = props
                     .map(|p| p.keys().map(String::as_str).collect())
@@ -261,15 +330,21 @@ fn check_object(
                     None if known.is_empty() => "this mapping takes no fields".to_string(),
                     None => format!("known fields: {}", known.join(", ")),
                 };
-                diags.push(Diagnostic::error(&child_path, key.pos, "unknown field").hint(hint));
+                diags.push(
+                    Diagnostic::error(child_path.to_string(), key.pos, "unknown field").hint(hint),
+                );
             }
         }
     }
     if let Some(required) = schema.get("required").and_then(Json::as_array) {
         for r in required.iter().filter_map(Json::as_str) {
-            if !out.contains_key(r) && !has_error_under(diags, &join(path, r)) {
+            if out.contains_key(r) {
+                continue;
+            }
+            let missing = path.key(r).to_string();
+            if !has_error_under(diags, &missing) {
                 diags.push(
-                    Diagnostic::error(join(path, r), node.pos, "is required but missing")
+                    Diagnostic::error(missing, node.pos, "is required but missing")
                         .hint(required_hint(schema, r)),
                 );
             }
@@ -312,12 +387,12 @@ pub fn join(parent: &str, child: &str) -> String {
     }
 }
 
-fn type_error(node: &Node, path: &str, expected: &str) -> Diagnostic {
+fn type_error(node: &Node, path: &FieldPath<'_>, expected: &str) -> Diagnostic {
     let found = match &node.value {
         Value::Null => "nothing".to_string(),
         Value::Scalar { text, plain } => {
             if *plain {
-                format!("{text}")
+                text.clone()
             } else {
                 format!("the string {text:?}")
             }
@@ -326,7 +401,7 @@ fn type_error(node: &Node, path: &str, expected: &str) -> Diagnostic {
         Value::Map(_) => "a mapping".to_string(),
     };
     Diagnostic::error(
-        path,
+        path.to_string(),
         node.pos,
         format!("expected {expected}, found {found}"),
     )

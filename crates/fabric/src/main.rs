@@ -2,6 +2,8 @@
 //! `fabric-model`, `fabric-cloudinit`, `fabric-function` and `fabric-converge`.
 
 mod cmd;
+mod machines;
+mod output;
 
 use std::process::ExitCode;
 
@@ -14,7 +16,12 @@ use clap::{Parser, Subcommand};
 /// resources Crossplane creates (`function`, `compose`), and a NixOS system
 /// that keeps converging on what Git says (`bootstrap`, `agent`).
 #[derive(Debug, Parser)]
-#[command(name = "fabric", version, propagate_version = true, max_term_width = 100)]
+#[command(
+    name = "fabric",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Fabric's whole test suite, with its prerequisites.
+#
+# Installs what the tests drive for real when it is missing (Debian/Ubuntu:
+# cloud-init, nix-bin, genisoimage, git), configures Nix for offline use, and
+# runs every test of the workspace. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v cloud-init >/dev/null 2>&1 || missing+=(cloud-init)
+command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
+command -v isoinfo >/dev/null 2>&1 || missing+=(genisoimage)
+command -v git >/dev/null 2>&1 || missing+=(git)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Real Nix, offline: no binary cache, no sandbox (no user namespaces needed).
+export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters =\nsandbox = false'
+# Git identities for the test flakes' commits.
+export GIT_AUTHOR_NAME=${GIT_AUTHOR_NAME:-fabric-test} GIT_AUTHOR_EMAIL=${GIT_AUTHOR_EMAIL:-test@fabric.invalid}
+export GIT_COMMITTER_NAME=${GIT_COMMITTER_NAME:-fabric-test} GIT_COMMITTER_EMAIL=${GIT_COMMITTER_EMAIL:-test@fabric.invalid}
+
+exec cargo test --workspace --locked "$@"

@@ -1,12 +1,420 @@
-//! `fabric compose` (not yet implemented).
+//! `fabric compose`: run the composition function offline, in process.
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Not yet implemented.
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+use fabric_model::machine::{parse_node, ParseMode, Parsed};
+use fabric_model::source;
+use function_sdk_rust::proto::v1::{
+    resource_selector, RequestMeta, Resource, Resources, RunFunctionRequest, RunFunctionResponse,
+    Severity, State,
+};
+use function_sdk_rust::resource::{json_to_struct, struct_to_json};
+use serde_json::{json, Value as Json};
 
-pub fn run(_args: Args) -> ExitCode {
-    eprintln!("fabric compose: not implemented yet");
-    ExitCode::from(70)
+/// The annotation Crossplane (and `crossplane render`) uses for a composed
+/// resource's composition name.
+pub const RESOURCE_NAME_ANNOTATION: &str = "crossplane.io/composition-resource-name";
+
+/// Crossplane stops asking for required resources after this many rounds.
+const MAX_REQUIREMENT_ROUNDS: usize = 5;
+
+/// Compose a Machine offline: print the managed resources Crossplane would
+/// create for it.
+///
+/// Runs the composition function in process, on the same code path as
+/// `fabric function`, with no cluster. XR.yaml is the Machine (or
+/// XMachine). The desired composed resources go to stdout as YAML
+/// documents, each annotated with its composition name
+/// (crossplane.io/composition-resource-name); the function's results and
+/// the Machine's status go to stderr.
+///
+/// Composition is staged like in a cluster: first the user-data snippet;
+/// the VM only once the snippet is observed Ready. Pass the observed
+/// resources with --observed to see later stages (a file of composed
+/// resources with a Ready=True condition and status.atProvider, annotated
+/// like the output).
+///
+/// Exit status: 0 when composed (or waiting, e.g. for a Secret); 1 on a
+/// Fatal result (an invalid Machine or Input); 2 when a file cannot be read
+/// or holds no Machine.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    fabric compose example/xr.yaml --input example/composition.yaml\n  \
+    fabric compose example/xr.yaml --input example/composition.yaml \\\n      \
+    --observed example/observed/snippet-ready.yaml --secret example/secret.yaml")]
+pub struct Args {
+    /// The Machine (or XMachine) manifest.
+    #[arg(value_name = "XR.yaml")]
+    pub xr: PathBuf,
+
+    /// The function input: a fabric.kubelize.io/v1beta1 Input, or a
+    /// Composition whose function-fabric pipeline step carries one.
+    /// Without it every default applies and no template is known.
+    #[arg(long, value_name = "INPUT.yaml")]
+    pub input: Option<PathBuf>,
+
+    /// Observed composed resources, as Crossplane would send them; each
+    /// names its composition name in the crossplane.io/composition-resource-name
+    /// annotation. Repeatable; a file may hold several documents.
+    #[arg(long, value_name = "FILE.yaml")]
+    pub observed: Vec<PathBuf>,
+
+    /// Secrets the function may ask for (the Machine's
+    /// spec.bootstrap.sshAuthorizedKeysSecretRef). Only a Secret in the
+    /// Machine's own namespace is used. Repeatable.
+    #[arg(long, value_name = "SECRET.yaml")]
+    pub secret: Vec<PathBuf>,
+}
+
+/// A problem with the command's files (exit status 2).
+#[derive(Debug)]
+struct FileError(String);
+
+pub fn run(args: Args) -> ExitCode {
+    match compose(&args) {
+        Ok((rsp, out)) => {
+            print!("{out}");
+            report(&rsp, &args.xr)
+        }
+        Err(FileError(message)) => {
+            eprintln!("fabric compose: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_docs(path: &Path) -> Result<Vec<Json>, FileError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| FileError(format!("{}: cannot read: {e}", path.display())))?;
+    let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text)
+        .map_err(|e| FileError(format!("{}: invalid YAML: {e}", path.display())))?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+fn kind(doc: &Json) -> Option<&str> {
+    doc.get("kind").and_then(Json::as_str)
+}
+
+/// The input from an Input document, or from a Composition's fabric step.
+fn input_from(path: &Path) -> Result<Json, FileError> {
+    let docs = read_docs(path)?;
+    if let Some(input) = docs.iter().find(|d| kind(d) == Some("Input")) {
+        return Ok(input.clone());
+    }
+    for comp in docs.iter().filter(|d| kind(d) == Some("Composition")) {
+        let steps = comp
+            .pointer("/spec/pipeline")
+            .and_then(Json::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let fabric = steps.iter().find(|s| {
+            s.pointer("/input/apiVersion").and_then(Json::as_str)
+                == Some(fabric_function::input::API_VERSION)
+        });
+        if let Some(input) = fabric.and_then(|s| s.get("input")) {
+            return Ok(input.clone());
+        }
+    }
+    Err(FileError(format!(
+        "{}: holds no {} Input, nor a Composition with a step that has one",
+        path.display(),
+        fabric_function::input::API_VERSION
+    )))
+}
+
+/// Builds the request, answers the function's Secret requirements from
+/// --secret like Crossplane would, and renders the desired resources.
+fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
+    let xr = read_docs(&args.xr)?
+        .into_iter()
+        .find(|d| matches!(kind(d), Some("Machine" | "XMachine")))
+        .ok_or_else(|| {
+            FileError(format!(
+                "{}: no Machine or XMachine in this file",
+                args.xr.display()
+            ))
+        })?;
+    let input = args.input.as_deref().map(input_from).transpose()?;
+
+    let mut observed = BTreeMap::new();
+    for path in &args.observed {
+        for doc in read_docs(path)? {
+            let name = doc
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get(RESOURCE_NAME_ANNOTATION))
+                .and_then(Json::as_str)
+                .ok_or_else(|| {
+                    FileError(format!(
+                        "{}: a {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
+                        path.display(),
+                        kind(&doc).unwrap_or("document")
+                    ))
+                })?
+                .to_string();
+            observed.insert(name, resource(&doc));
+        }
+    }
+    let mut secrets = Vec::new();
+    for path in &args.secret {
+        secrets.extend(
+            read_docs(path)?
+                .into_iter()
+                .filter(|d| kind(d) == Some("Secret")),
+        );
+    }
+
+    let mut req = RunFunctionRequest {
+        meta: Some(RequestMeta {
+            tag: "fabric-compose".into(),
+            capabilities: vec![],
+        }),
+        observed: Some(State {
+            composite: Some(resource(&xr)),
+            resources: observed.into_iter().collect(),
+        }),
+        desired: Some(State::default()),
+        input: input.as_ref().and_then(Json::as_object).map(json_to_struct),
+        ..Default::default()
+    };
+    let mut rsp = fabric_function::run(&req);
+    for _ in 0..MAX_REQUIREMENT_ROUNDS {
+        let Some(requirements) = rsp.requirements.clone() else {
+            break;
+        };
+        let mut answered = std::collections::HashMap::new();
+        for (name, sel) in &requirements.resources {
+            let items = secrets
+                .iter()
+                .chain(std::iter::empty())
+                .filter(|d| {
+                    d.get("apiVersion").and_then(Json::as_str) == Some(sel.api_version.as_str())
+                        && kind(d) == Some(sel.kind.as_str())
+                        && sel.namespace.as_deref().is_none_or(|ns| {
+                            d.pointer("/metadata/namespace").and_then(Json::as_str) == Some(ns)
+                        })
+                        && match &sel.r#match {
+                            Some(resource_selector::Match::MatchName(n)) => {
+                                d.pointer("/metadata/name").and_then(Json::as_str)
+                                    == Some(n.as_str())
+                            }
+                            _ => false,
+                        }
+                })
+                .map(resource)
+                .collect();
+            answered.insert(name.clone(), Resources { items });
+        }
+        if answered == req.required_resources {
+            break;
+        }
+        req.required_resources = answered;
+        rsp = fabric_function::run(&req);
+    }
+
+    let mut out = String::new();
+    let resources = rsp
+        .desired
+        .as_ref()
+        .map(|d| {
+            d.resources
+                .iter()
+                .map(|(n, r)| (n.clone(), r.clone()))
+                .collect::<BTreeMap<_, _>>()
+        })
+        .unwrap_or_default();
+    for (name, r) in resources {
+        let Some(s) = r.resource.as_ref() else {
+            continue;
+        };
+        let mut doc = struct_to_json(s);
+        if let Some(obj) = doc.as_object_mut() {
+            let meta = obj.entry("metadata").or_insert_with(|| json!({}));
+            if let Some(meta) = meta.as_object_mut() {
+                let ann = meta.entry("annotations").or_insert_with(|| json!({}));
+                if let Some(ann) = ann.as_object_mut() {
+                    ann.insert(RESOURCE_NAME_ANNOTATION.into(), json!(name));
+                }
+            }
+        }
+        let yaml = serde_saphyr::to_string(&in_manifest_order(doc))
+            .map_err(|e| FileError(format!("cannot write {name} as YAML: {e}")))?;
+        out.push_str("---\n");
+        out.push_str(&yaml);
+    }
+    Ok((rsp, out))
+}
+
+/// Keys sorted (a Struct keeps no order), with apiVersion, kind, metadata,
+/// spec first as in any manifest, so output is stable and diffable.
+fn in_manifest_order(doc: Json) -> Json {
+    fn sorted(v: Json) -> Json {
+        match v {
+            Json::Object(m) => {
+                let mut entries: Vec<(String, Json)> = m.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Json::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            Json::Array(items) => Json::Array(items.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    let Json::Object(mut m) = sorted(doc) else {
+        return Json::Null;
+    };
+    let mut out = serde_json::Map::new();
+    for key in ["apiVersion", "kind", "metadata", "spec"] {
+        if let Some(v) = m.remove(key) {
+            out.insert(key.to_string(), v);
+        }
+    }
+    out.extend(m);
+    Json::Object(out)
+}
+
+fn resource(doc: &Json) -> Resource {
+    Resource {
+        resource: doc.as_object().map(json_to_struct),
+        ..Default::default()
+    }
+}
+
+/// Results and status to stderr; the exit status from the results.
+fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
+    let mut fatal = false;
+    for r in &rsp.results {
+        let severity = match Severity::try_from(r.severity) {
+            Ok(Severity::Fatal) => {
+                fatal = true;
+                "fatal"
+            }
+            Ok(Severity::Warning) => "warning",
+            _ => "normal",
+        };
+        eprintln!("{severity}: {}", r.message);
+    }
+    if fatal {
+        // The same diagnostics again, located in the file this time.
+        located_diagnostics(xr_path);
+        return ExitCode::from(1);
+    }
+    let status = rsp
+        .desired
+        .as_ref()
+        .and_then(|d| d.composite.as_ref())
+        .and_then(|c| c.resource.as_ref())
+        .map(struct_to_json)
+        .and_then(|x| x.get("status").cloned());
+    if let Some(status) = status {
+        eprintln!("status: {status}");
+    }
+    for c in &rsp.conditions {
+        let st = match c.status {
+            1 => "Unknown",
+            2 => "True",
+            3 => "False",
+            _ => "?",
+        };
+        eprintln!(
+            "condition: {} {st} {}: {}",
+            c.r#type,
+            c.reason,
+            c.message.as_deref().unwrap_or("")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints the XR's validation errors with FILE:LINE:COL, when the file can
+/// be read and parsed (the function has no positions; the file does).
+fn located_diagnostics(path: &Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let Ok(docs) = source::parse_yaml(&text) else {
+        return;
+    };
+    for doc in docs {
+        if let Parsed::Invalid(diags) = parse_node(doc, ParseMode::Observed) {
+            for d in diags.iter().filter(|d| d.is_error()) {
+                eprintln!("{}", d.located(&path.display().to_string()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../example")
+            .join(name)
+    }
+
+    fn args(observed: &[&str], secret: bool) -> Args {
+        Args {
+            xr: example("xr.yaml"),
+            input: Some(example("composition.yaml")),
+            observed: observed.iter().map(|o| example(o)).collect(),
+            secret: if secret {
+                vec![example("secret.yaml")]
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn documents(out: &str) -> Vec<Json> {
+        let docs: Vec<Json> = serde_saphyr::from_str_multiple(out).unwrap_or_default();
+        docs.into_iter().filter(|d| !d.is_null()).collect()
+    }
+
+    #[test]
+    fn the_example_composes_in_stages_with_the_secret() {
+        let Ok((rsp, out)) = compose(&args(&[], true)) else {
+            panic!("example files must read");
+        };
+        assert!(rsp
+            .results
+            .iter()
+            .all(|r| r.severity != Severity::Fatal as i32));
+        let docs = documents(&out);
+        assert_eq!(docs.len(), 1, "{out}");
+        assert_eq!(docs[0]["kind"], "EnvironmentFile");
+        assert_eq!(
+            docs[0]["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION],
+            "user-data"
+        );
+
+        let Ok((_, out)) = compose(&args(&["observed/snippet-ready.yaml"], true)) else {
+            panic!("example files must read");
+        };
+        let kinds: Vec<Json> = documents(&out).iter().map(|d| d["kind"].clone()).collect();
+        assert_eq!(
+            kinds,
+            vec![json!("EnvironmentFile"), json!("EnvironmentVM")]
+        );
+    }
+
+    #[test]
+    fn without_the_secret_nothing_is_composed_and_it_is_not_fatal() {
+        let Ok((rsp, out)) = compose(&args(&[], false)) else {
+            panic!("example files must read");
+        };
+        assert!(out.is_empty(), "{out}");
+        assert!(rsp
+            .results
+            .iter()
+            .any(|r| r.severity == Severity::Warning as i32));
+    }
+
+    #[test]
+    fn a_missing_file_is_a_file_error() {
+        let mut a = args(&[], false);
+        a.xr = example("does-not-exist.yaml");
+        assert!(matches!(compose(&a), Err(FileError(m)) if m.contains("cannot read")));
+    }
 }

@@ -101,5 +101,5 @@ impl fmt::Display for Diagnostic {
 
 /// Diagnostics of one manifest, errors first then warnings, each in document order.
 pub fn sort(diags: &mut [Diagnostic]) {
-    diags.sort_by(|a, b| (a.severity, a.pos).cmp(&(b.severity, b.pos)));
+    diags.sort_by_key(|d| (d.severity, d.pos));
 }

@@ -501,24 +501,21 @@ fn parse_params(
                     "give a branch or tag name, e.g. ref=main",
                 )
             })?,
-            "rev" => {
-                if !is_commit_hash(v) {
-                    return Err(FlakeRefError::new(
-                        format!("rev={v} is not a full commit hash"),
-                        "give all 40 lowercase hex digits of the commit, e.g. rev=0123456789abcdef0123456789abcdef01234567",
-                    ));
-                }
+            "rev" if !is_commit_hash(v) => {
+                return Err(FlakeRefError::new(
+                    format!("rev={v} is not a full commit hash"),
+                    "give all 40 lowercase hex digits of the commit, e.g. rev=0123456789abcdef0123456789abcdef01234567",
+                ));
             }
-            "dir" => {
+            "dir"
                 if v.is_empty()
                     || v.starts_with('/')
-                    || v.split('/').any(|seg| seg == ".." || seg.is_empty())
-                {
-                    return Err(FlakeRefError::new(
-                        format!("dir={v} is not a relative path inside the repository"),
-                        "give a subdirectory such as dir=hosts",
-                    ));
-                }
+                    || v.split('/').any(|seg| seg == ".." || seg.is_empty()) =>
+            {
+                return Err(FlakeRefError::new(
+                    format!("dir={v} is not a relative path inside the repository"),
+                    "give a subdirectory such as dir=hosts",
+                ));
             }
             "submodules" => {
                 if !matches!(

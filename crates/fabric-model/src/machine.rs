@@ -353,7 +353,7 @@ pub fn parse_node(doc: Node, mode: ParseMode) -> Parsed {
             key.text.as_str(),
             "apiVersion" | "kind" | "metadata" | "spec"
         );
-        if !known && !(key.text == "status" && mode == ParseMode::Observed) {
+        if !(known || key.text == "status" && mode == ParseMode::Observed) {
             let hint = match schema::closest(
                 &key.text,
                 ["apiVersion", "kind", "metadata", "spec"].into_iter(),

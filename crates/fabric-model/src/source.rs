@@ -119,10 +119,7 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut events = Parser::new_from_str(text);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    loop {
-        let Some(next) = events.next_event() else {
-            break;
-        };
+    while let Some(next) = events.next_event() {
         let (event, span) = next.map_err(|e| SyntaxError {
             message: e.info().to_string(),
             pos: Pos {

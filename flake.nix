@@ -75,7 +75,11 @@
         nix-files =
           pkgs.runCommand "fabric-nix-files"
             {
-              nativeBuildInputs = [ pkgs.nix ];
+              nativeBuildInputs = [
+                pkgs.nix
+                pkgs.python3
+                pkgs.util-linux
+              ];
               src = lib.fileset.toSource {
                 root = ./.;
                 fileset = lib.fileset.fileFilter (file: file.hasExt "nix" || file.hasExt "sh") ./.;

@@ -4,10 +4,14 @@
 #   1. every .nix file in the repository parses (nix-instantiate --parse);
 #   2. the NixOS module's wiring holds, evaluated against the stand-in in
 #      nix/tests/ (nix/tests/eval-standin.nix says what that does and does
-#      not prove).
+#      not prove);
+#   3. the script that moves the agent onto a new definition behaves, run
+#      against a real process and lock with systemctl faked
+#      (nix/tests/upgrade-script.sh).
 #
 # Usage: nix/check.sh [REPO_ROOT]   (default: the repository this script is in)
-# Needs nix-instantiate (Debian: nix-bin). Exit 0 when all checks pass.
+# Needs nix-instantiate (Debian: nix-bin), python3 and flock (util-linux).
+# Exit 0 when all checks pass.
 set -euo pipefail
 
 root=${1:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"}
@@ -48,3 +52,5 @@ fi
 # works without write access to /nix.
 summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/eval-standin.nix -A summary)
 echo "nix-standin: ${summary//\"/}"
+
+bash nix/tests/upgrade-script.sh

@@ -63,8 +63,8 @@ let
 
   # One argv word of ExecStart=. systemd reads C-style double-quoted words,
   # which JSON strings are; it expands `%` specifiers and `$VAR` even inside
-  # quotes, so both are doubled. Health checks are shell commands and often
-  # hold both (`curl -w '%{http_code}'`, `$HOSTNAME`).
+  # quotes, so both are doubled. Health checks often hold both
+  # (`curl -w '%{http_code}'`, `sh -c 'test -n "$(hostname)"'`).
   execWord = arg: builtins.replaceStrings [ "%" "$" ] [ "%%" "$$" ] (builtins.toJSON arg);
   execLine = argv: concatStringsSep " " (map execWord argv);
 
@@ -498,23 +498,26 @@ in
         script = ''
           definition() { grep -o 'FABRIC_AGENT_DEFINITION=[0-9a-f]*' || true; }
 
+          # True when the agent runs and its process carries another
+          # definition than the unit systemd has loaded. A stopped agent
+          # starts with the loaded one anyway.
+          stale() {
+            pid=$(systemctl show --property=MainPID --value ${layout.agentUnit})
+            [ "''${pid:-0}" -gt 0 ] || return 1
+            running=$(tr '\0' '\n' < "/proc/$pid/environ" | definition)
+            loaded=$(systemctl show --property=Environment --value ${layout.agentUnit} | tr ' ' '\n' | definition)
+            [ "$running" != "$loaded" ]
+          }
+
+          stale || exit 0
           # The converge lock is held from a run's first step to its last
-          # (build, switch, health checks, rollback).
+          # (build, switch, health checks, rollback); restart only between runs.
           exec 9>>${layout.convergeLock}
           if ! flock --wait 3600 9; then
             echo "a converge run has held ${layout.convergeLock} for an hour; not restarting ${layout.agentUnit}"
             exit 0
           fi
-
-          pid=$(systemctl show --property=MainPID --value ${layout.agentUnit})
-          if [ "''${pid:-0}" -le 0 ]; then
-            exit 0 # not running: its next start uses the loaded definition
-          fi
-          running=$(tr '\0' '\n' < "/proc/$pid/environ" | definition)
-          loaded=$(systemctl show --property=Environment --value ${layout.agentUnit} | tr ' ' '\n' | definition)
-          if [ "$running" = "$loaded" ]; then
-            exit 0
-          fi
+          stale || exit 0
           echo "${layout.agentUnit} runs an older definition; restarting it"
           systemctl restart --no-block ${layout.agentUnit}
         '';

@@ -31,10 +31,12 @@
     network.enable = true;
     # Proxmox hands cloud-init a NoCloud drive (or a ConfigDrive with
     # citype configdrive2). Without a list, cloud-init also probes cloud
-    # metadata services that do not exist here and waits for each to time out.
+    # metadata services that do not exist here and waits for each to time
+    # out. None: a VM booted without a drive still gets through boot.
     settings.datasource_list = [
       "NoCloud"
       "ConfigDrive"
+      "None"
     ];
   };
 

@@ -283,8 +283,8 @@ let
     (eq "agent: definition unit only queues the upgrade" (argvOf
       agent.systemd.services.fabric-agent-definition.serviceConfig.ExecStart
     ) [ "${pkgs.systemd}/bin/systemctl" "start" "--no-block" "fabric-agent-upgrade.service" ])
-    (holds "agent: upgrade waits for the converge lock" (
-      builtins.match ".*exec 9>>/var/lib/fabric/converge.lock\nif ! flock --wait 3600 9;.*" agent.systemd.services.fabric-agent-upgrade.script != null
+    (holds "agent: upgrade waits for the converge lock, then checks again" (
+      builtins.match ".*\nstale [|][|] exit 0\n.*exec 9>>/var/lib/fabric/converge.lock\nif ! flock --wait 3600 9;.*\nstale [|][|] exit 0\n.*" agent.systemd.services.fabric-agent-upgrade.script != null
     ))
     (holds "agent: upgrade restarts without waiting" (
       builtins.match ".*systemctl restart --no-block fabric-agent.service\n" agent.systemd.services.fabric-agent-upgrade.script != null
@@ -404,6 +404,7 @@ let
     (eq "guest: NoCloud first" guest.services.cloud-init.settings.datasource_list [
       "NoCloud"
       "ConfigDrive"
+      "None"
     ])
     (eq "guest: hostname left to cloud-init" guest.networking.hostName "")
     (eq "guest: mutable users" guest.users.mutableUsers true)

@@ -63,7 +63,13 @@ pub fn write_seed(dir: &Path, seed: &Seed) {
 /// return) only when `FABRIC_SKIP_ORACLES=1`; otherwise fails the test.
 pub fn oracle_unavailable(test: &str, what: &str, fix: &str) {
     if std::env::var("FABRIC_SKIP_ORACLES").as_deref() == Ok("1") {
-        eprintln!("SKIPPED {test}: {what} (FABRIC_SKIP_ORACLES=1)");
+        // Written to the process's stderr directly: libtest captures
+        // eprintln! of passing tests, and a skip must be visible.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {what} is not available (FABRIC_SKIP_ORACLES=1)"
+        );
         return;
     }
     panic!("{test} needs {what}: {fix}. Set FABRIC_SKIP_ORACLES=1 to skip oracle tests.");

@@ -124,6 +124,13 @@ fn check(name: &str, m: &Machine, seed: &Seed, result: &Path) {
     want.sort_unstable();
     assert_eq!(got, want, "{name}: authorized_keys");
 
+    // meta-data was read: cloud-init took our instance-id.
+    assert_eq!(
+        read(&upper.join("var/lib/cloud/data/instance-id")).trim(),
+        m.instance_id(),
+        "{name}"
+    );
+
     // Hostname, and the FQDN reached cloud-init's hostname module.
     assert_eq!(read(&result.join("hostname")).trim(), m.hostname, "{name}");
     let set_hostname = read(&upper.join("var/lib/cloud/data/set-hostname"));

@@ -1,7 +1,9 @@
 # The `fabric` binary, built from this repository and its Cargo.lock.
 #
 # Called by the flake (`packages.<system>.fabric`, `overlays.default`) and,
-# when pkgs has no `fabric`, by the module's `services.fabric.package` default.
+# when pkgs has no `kubelize-fabric`, by the module's `services.fabric.package`
+# default. Some dependencies need Rust 1.89 (serde-saphyr), so this needs
+# nixpkgs 25.11 or later.
 {
   lib,
   rustPlatform,

@@ -636,3 +636,82 @@ fn other_steps_desired_resources_pass_through() {
     assert_eq!(names(&rsp), vec!["dashboard", "user-data"]);
     assert_eq!(desired(&rsp, "dashboard"), Some(other));
 }
+
+/// Captures every log line at TRACE while `f` runs.
+fn logs_of(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[test]
+fn no_key_material_reaches_the_logs() {
+    use fabric_function::Function;
+    use function_sdk_rust::proto::v1::function_runner_service_server::FunctionRunnerService;
+
+    let xr = machine_with_secret();
+    let good = secret("team-a", "admin-keys", &secret_key_line());
+    let bad = secret(
+        "team-a",
+        "admin-keys",
+        &format!("{}\nssh-ed25519 AAAAnotakey x", secret_key_line()),
+    );
+    let foreign = secret("team-b", "admin-keys", &secret_key_line());
+    let requests = vec![
+        with_required(
+            request(&xr, Some(&input("bpg")), &[]),
+            keys::REQUIREMENT,
+            &[foreign.clone(), good],
+        ),
+        with_required(
+            request(&xr, Some(&input("terraform")), &[]),
+            keys::REQUIREMENT,
+            &[bad],
+        ),
+        with_required(
+            request(&xr, Some(&input("bpg")), &[]),
+            keys::REQUIREMENT,
+            &[foreign],
+        ),
+    ];
+    let mut composed = 0;
+    let logs = logs_of(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().build();
+        let Ok(rt) = rt else { return };
+        for req in requests {
+            let rsp = rt.block_on(Function.run_function(tonic::Request::new(req)));
+            if let Ok(rsp) = rsp {
+                composed += names(rsp.get_ref()).len();
+                assert!(!messages(rsp.get_ref()).contains(SECRET_KEY_BODY));
+            }
+        }
+    });
+    assert_eq!(composed, 1, "the good Secret composed the snippet");
+    assert!(
+        logs.contains("composed") && logs.contains("ignored required resources"),
+        "{logs}"
+    );
+    for secret_text in [SECRET_KEY_BODY, "AAAAnotakey", "bob@desk"] {
+        assert!(!logs.contains(secret_text), "{secret_text} logged: {logs}");
+    }
+}

@@ -3,8 +3,8 @@
 //! no randomness, so the same machine always gives the same bytes.
 //!
 //! Every file is written as `serde` data through a JSON serializer whose
-//! output YAML 1.1 reads back as exactly the same structure (see
-//! [`yaml_json`]), never by pasting values into YAML text.
+//! output YAML 1.1 reads back as exactly the same structure (see the
+//! `yaml_json` module), never by pasting values into YAML text.
 
 #![warn(missing_docs)]
 

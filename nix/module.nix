@@ -424,6 +424,12 @@ in
         unitConfig = {
           StartLimitIntervalSec = "10min";
           StartLimitBurst = 5;
+          # A deployment that turns the agent off must not stop the agent
+          # running it: switch-to-configuration would wait for it to stop
+          # while it waits for the switch, until the stop timeout killed it
+          # and the switch's output pipe with it. fabric-agent-upgrade stops
+          # it once the deployment is over.
+          X-StopOnRemoval = false;
         };
 
         path = convergePath ++ [
@@ -453,26 +459,32 @@ in
           TimeoutStopSec = "2min";
         };
       };
+    })
 
-      # How the agent picks up its own upgrade. restartIfChanged = false
-      # leaves the old agent running after a switch that changed it (its
-      # binary, flags or environment). Two small units restart it onto the
-      # new definition once it is idle:
+    (mkIf (cfg.bootstrap.enable || cfg.agent.enable) {
+      # How the agent picks up its own upgrade, or goes away. A switch
+      # neither restarts nor stops the agent (restartIfChanged = false,
+      # X-StopOnRemoval=false): it may be running that very switch. Two
+      # small units finish the job once the deployment is over:
       #
-      # - fabric-agent-definition carries the definition's hash as a restart
-      #   trigger, so every switch that changes the agent restarts it (after
-      #   systemd has loaded the new units). It only queues the next unit,
-      #   without waiting: the switch may be the agent's own, which holds
-      #   the converge lock until its health checks and rollback are done.
+      # - fabric-agent-definition carries the agent's definition hash (or
+      #   "agent off") as a restart trigger, so every switch that changes,
+      #   adds or removes the agent restarts it (after systemd has loaded
+      #   the new units). It only queues the next unit, without waiting:
+      #   the switch may be the agent's own, which holds the converge lock
+      #   until its health checks and rollback are done.
       # - fabric-agent-upgrade takes the converge lock, so it never cuts a
       #   deployment short, then restarts the agent if the running process
-      #   carries a different definition than the one systemd has loaded.
+      #   carries another definition than the unit systemd has loaded, or
+      #   stops it if the unit is gone.
       #
+      # They exist on every machine Fabric manages (bootstrap or agent on),
+      # so that turning the agent off in Git retires it too.
       # `systemctl restart fabric-agent` does the same by hand.
       systemd.services.${definitionName} = {
         description = "Notice a new Fabric agent definition";
         wantedBy = [ "multi-user.target" ];
-        restartTriggers = [ agentDefinition ];
+        restartTriggers = [ (if cfg.agent.enable then agentDefinition else "agent off") ];
         stopIfChanged = false;
         serviceConfig = {
           Type = "oneshot";
@@ -487,7 +499,7 @@ in
       };
 
       systemd.services.${upgradeName} = {
-        description = "Restart the Fabric agent onto its new definition once it is idle";
+        description = "Move the Fabric agent onto its new definition, or stop it, once it is idle";
         path = [ pkgs.util-linux ];
         serviceConfig = {
           Type = "oneshot";
@@ -496,30 +508,37 @@ in
           StateDirectoryMode = "0700";
         };
         script = ''
+          agent=${layout.agentUnit}
           definition() { grep -o 'FABRIC_AGENT_DEFINITION=[0-9a-f]*' || true; }
 
-          # True when the agent runs and its process carries another
-          # definition than the unit systemd has loaded. A stopped agent
-          # starts with the loaded one anyway.
-          stale() {
-            pid=$(systemctl show --property=MainPID --value ${layout.agentUnit})
-            [ "''${pid:-0}" -gt 0 ] || return 1
+          # What the running agent needs: nothing (prints nothing), a
+          # restart onto the loaded definition, or a stop (its unit is gone:
+          # the agent was turned off). A stopped agent needs nothing; its
+          # next start uses the loaded definition anyway.
+          needed() {
+            pid=$(systemctl show --property=MainPID --value "$agent")
+            [ "''${pid:-0}" -gt 0 ] || return 0
+            if [ "$(systemctl show --property=LoadState --value "$agent")" != loaded ]; then
+              echo stop
+              return 0
+            fi
             running=$(tr '\0' '\n' < "/proc/$pid/environ" | definition)
-            loaded=$(systemctl show --property=Environment --value ${layout.agentUnit} | tr ' ' '\n' | definition)
-            [ "$running" != "$loaded" ]
+            loaded=$(systemctl show --property=Environment --value "$agent" | tr ' ' '\n' | definition)
+            [ "$running" = "$loaded" ] || echo restart
           }
 
-          stale || exit 0
+          [ -n "$(needed)" ] || exit 0
           # The converge lock is held from a run's first step to its last
-          # (build, switch, health checks, rollback); restart only between runs.
+          # (build, switch, health checks, rollback); act only between runs.
           exec 9>>${layout.convergeLock}
           if ! flock --wait 3600 9; then
-            echo "a converge run has held ${layout.convergeLock} for an hour; not restarting ${layout.agentUnit}"
+            echo "a converge run has held ${layout.convergeLock} for an hour; leaving $agent alone"
             exit 0
           fi
-          stale || exit 0
-          echo "${layout.agentUnit} runs an older definition; restarting it"
-          systemctl restart --no-block ${layout.agentUnit}
+          action=$(needed)
+          [ -n "$action" ] || exit 0
+          echo "$agent: $action (its running definition is not the loaded one)"
+          systemctl "$action" --no-block "$agent"
         '';
       };
     })

@@ -194,7 +194,15 @@ let
     (eq "off: agent disabled" off.services.fabric.agent.enable false)
 
     # The bootstrap unit and the contract with cloud-init's per-boot hook.
-    (eq "bootstrap: only its unit" (fabricUnits bootstrap) [ "fabric-bootstrap" ])
+    (eq "bootstrap: its unit, and the ones that retire an agent" (fabricUnits bootstrap) [
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+      "fabric-bootstrap"
+    ])
+    (eq "bootstrap: no agent to define"
+      bootstrap.systemd.services.fabric-agent-definition.restartTriggers
+      [ "agent off" ]
+    )
     (eq "bootstrap: argv" (argvOf bootstrapUnit.serviceConfig.ExecStart) [
       fabricExe
       "bootstrap"
@@ -263,6 +271,7 @@ let
     (eq "agent: watchdog" agentUnit.serviceConfig.WatchdogSec "2min")
     (eq "agent: always restarted" agentUnit.serviceConfig.Restart "always")
     (eq "agent: not restarted by a switch" agentUnit.restartIfChanged false)
+    (eq "agent: not stopped by the switch that removes it" agentUnit.unitConfig.X-StopOnRemoval false)
     (eq "agent: ordering" agentUnit.after [
       "network-online.target"
       "multi-user.target"
@@ -284,10 +293,10 @@ let
       agent.systemd.services.fabric-agent-definition.serviceConfig.ExecStart
     ) [ "${pkgs.systemd}/bin/systemctl" "start" "--no-block" "fabric-agent-upgrade.service" ])
     (holds "agent: upgrade waits for the converge lock, then checks again" (
-      builtins.match ".*\nstale [|][|] exit 0\n.*exec 9>>/var/lib/fabric/converge.lock\nif ! flock --wait 3600 9;.*\nstale [|][|] exit 0\n.*" agent.systemd.services.fabric-agent-upgrade.script != null
+      builtins.match ".*\n\\[ -n \"\\$\\(needed\\)\" ] [|][|] exit 0\n.*exec 9>>/var/lib/fabric/converge.lock\nif ! flock --wait 3600 9;.*\naction=\\$\\(needed\\)\n.*" agent.systemd.services.fabric-agent-upgrade.script != null
     ))
-    (holds "agent: upgrade restarts without waiting" (
-      builtins.match ".*systemctl restart --no-block fabric-agent.service\n" agent.systemd.services.fabric-agent-upgrade.script != null
+    (holds "agent: upgrade acts without waiting" (
+      builtins.match ".*systemctl \"\\$action\" --no-block \"\\$agent\"\n" agent.systemd.services.fabric-agent-upgrade.script != null
     ))
 
     # Every option reaches the command line, quoted for systemd.
@@ -398,7 +407,11 @@ let
     # The guest module the template and hosts share.
     (eq "guest: bootstrap on" guest.services.fabric.bootstrap.enable true)
     (eq "guest: agent left to the host" guest.services.fabric.agent.enable false)
-    (eq "guest: bootstrap unit" (fabricUnits guest) [ "fabric-bootstrap" ])
+    (eq "guest: bootstrap unit" (fabricUnits guest) [
+      "fabric-agent-definition"
+      "fabric-agent-upgrade"
+      "fabric-bootstrap"
+    ])
     (eq "guest: cloud-init" guest.services.cloud-init.enable true)
     (eq "guest: cloud-init network" guest.services.cloud-init.network.enable true)
     (eq "guest: NoCloud first" guest.services.cloud-init.settings.datasource_list [

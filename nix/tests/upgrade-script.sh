@@ -24,6 +24,7 @@ cat >"$work/bin/systemctl" <<'EOF'
 #!/usr/bin/env bash
 case "$*" in
   "show --property=MainPID --value fabric-agent.service") echo "$FAKE_MAIN_PID" ;;
+  "show --property=LoadState --value fabric-agent.service") echo "${FAKE_LOAD_STATE:-loaded}" ;;
   "show --property=Environment --value fabric-agent.service") echo "PATH=/x NIX_REMOTE=daemon FABRIC_AGENT_DEFINITION=$FAKE_LOADED" ;;
   *) echo "$*" >>"$FAKE_CALLS" ;;
 esac
@@ -58,6 +59,9 @@ expect "agent already on the loaded definition" ""
 
 FAKE_MAIN_PID=$agent FAKE_LOADED=bbbb bash -e "$work/upgrade.sh" >/dev/null
 expect "agent on an older definition" "restart --no-block fabric-agent.service"
+
+FAKE_MAIN_PID=$agent FAKE_LOADED= FAKE_LOAD_STATE=not-found bash -e "$work/upgrade.sh" >/dev/null
+expect "agent turned off" "stop --no-block fabric-agent.service"
 
 # A converge run holds the lock: the restart waits for it.
 flock "$work/converge.lock" sleep 2 &

@@ -5,8 +5,8 @@
 # It checks what the stand-in evaluation (eval-standin.nix) cannot: that
 # NixOS renders the units, that systemd honours their conditions, that the
 # agent starts, reports READY=1 and serves metrics inside its sandbox, and
-# that a switch changing the agent leaves it running until
-# fabric-agent-upgrade moves it onto the new definition.
+# that a switch changing or removing the agent leaves it running until
+# fabric-agent-upgrade moves it onto the new definition or stops it.
 { self }:
 
 {
@@ -30,6 +30,9 @@
 
       specialisation.newAgent.configuration = {
         services.fabric.agent.interval = "20s";
+      };
+      specialisation.noAgent.configuration = {
+        services.fabric.agent.enable = false;
       };
     };
 
@@ -62,14 +65,21 @@
         machine.succeed("fabric agent --help")
         machine.succeed("fabric bootstrap --help")
 
+    base = machine.succeed("readlink -f /run/current-system").strip()
+
     with subtest("a switch leaves the agent running, then the upgrade unit moves it"):
         old_pid = prop("fabric-agent.service", "MainPID")
-        machine.succeed("/run/current-system/specialisation/newAgent/bin/switch-to-configuration test")
+        machine.succeed(f"{base}/specialisation/newAgent/bin/switch-to-configuration test")
         machine.wait_until_succeeds(
             f"test \"$(systemctl show --property=MainPID --value fabric-agent.service)\" != {old_pid}"
         )
         machine.wait_for_unit("fabric-agent.service")
         pid = prop("fabric-agent.service", "MainPID")
         machine.succeed(f"tr '\\0' ' ' < /proc/{pid}/cmdline | grep -q -- '--interval 20s'")
+
+    with subtest("a switch that turns the agent off stops it afterwards"):
+        machine.succeed(f"{base}/specialisation/noAgent/bin/switch-to-configuration test")
+        machine.wait_until_succeeds("test \"$(systemctl show --property=ActiveState --value fabric-agent.service)\" = inactive")
+        machine.fail("systemctl is-failed --quiet fabric-agent.service")
   '';
 }

@@ -262,9 +262,10 @@ in
           rolls the machine back to the previous generation
           (`--health-check`, once per command). Each is split into words
           like a shell would (quotes work) but runs without one: write
-          `sh -c '…'` for pipes, `$VAR` or `$(…)`. They run inside the
-          agent's sandbox (read-only file system, private /tmp) with the
-          new generation's `/run/current-system/sw/bin` on PATH.
+          `sh -c '…'` for pipes, `$VAR` or `$(…)`. They run as root inside
+          the agent's sandbox (read-only file system, private /tmp, no
+          setuid programs such as sudo or ping) with the new generation's
+          `/run/current-system/sw/bin` on PATH.
         '';
       };
 

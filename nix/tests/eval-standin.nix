@@ -34,9 +34,9 @@ let
     tryEval
     ;
 
-  eval =
+  evalWithOptions =
     modules:
-    (evalModules {
+    evalModules {
       modules = [ ./standin/nixos.nix ] ++ modules;
       # Below services.fabric every option is the module's own: a name it
       # does not declare is a typo, as NixOS would say.
@@ -51,7 +51,9 @@ let
         # A string, so that "${modulesPath}/..." does not copy it to the store.
         modulesPath = toString ./standin/nixos-modules;
       };
-    }).config;
+    };
+
+  eval = modules: (evalWithOptions modules).config;
 
   withModule = extra: eval ([ ../module.nix ] ++ extra);
 
@@ -487,5 +489,8 @@ in
     agentFull = pick agentFull [ "fabric-agent" ];
     agentNoMetrics = pick noMetrics [ "fabric-agent" ];
     inherit healthChecks extraArgs fabricExe;
+    # The values services.fabric.agent.reboot accepts, for comparison with
+    # the CLI's --reboot.
+    rebootChoices = (evalWithOptions [ ../module.nix ]).options.services.fabric.agent.reboot.type.values;
   };
 }

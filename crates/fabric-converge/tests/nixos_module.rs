@@ -392,6 +392,42 @@ fn the_cli_declares_every_flag_the_module_passes() {
     }
 }
 
+/// The values clap derives for a `ValueEnum` named `name` in `source`: its
+/// variants in kebab case (`WhenNeeded` is `when-needed`).
+fn value_enum(source: &str, name: &str) -> Vec<String> {
+    let body = source
+        .split(&format!("pub enum {name} {{"))
+        .nth(1)
+        .and_then(|rest| rest.split('}').next())
+        .unwrap_or_else(|| panic!("no `pub enum {name}` in the CLI"));
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("//") && !l.starts_with("#["))
+        .map(|variant| {
+            let ident = variant.trim_end_matches(',');
+            let mut kebab = String::new();
+            for (i, c) in ident.chars().enumerate() {
+                if c.is_ascii_uppercase() && i > 0 {
+                    kebab.push('-');
+                }
+                kebab.push(c.to_ascii_lowercase());
+            }
+            kebab
+        })
+        .collect()
+}
+
+#[test]
+fn reboot_choices_are_the_cli_values() {
+    let units = standin_units();
+    let module = strings(&units["rebootChoices"]);
+    let cli = value_enum(&read("crates/fabric/src/cmd/agent.rs"), "Reboot");
+    assert_eq!(
+        module, cli,
+        "services.fabric.agent.reboot accepts {module:?}; fabric agent --reboot accepts {cli:?}"
+    );
+}
+
 /// A systemd time span such as `30s`, `15min` or `1h`.
 fn duration(span: &str) -> Option<Duration> {
     humantime::parse_duration(span).ok()

@@ -123,6 +123,7 @@ let
     };
     enum = values: {
       name = "enum";
+      inherit values;
       description = "one of ${concatStringsSep ", " (map toJSON values)}";
       check = v: elem v values;
       merge = mergeEqual;

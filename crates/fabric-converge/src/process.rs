@@ -408,29 +408,39 @@ impl Runner {
         })?;
         let (out_rx, err_rx) = collect_streams(&mut child, cmd.echo_stderr, &cmd.program);
 
-        let mut nap = Duration::from_millis(2);
+        // A thread blocks in wait() so that the exit is seen at once; this
+        // loop only wakes to beat the liveness and check cancel/timeout.
+        let pid = rustix::process::Pid::from_child(&child);
+        let (exit_tx, exit_rx) = mpsc::channel();
+        thread::spawn(move || {
+            let _ = exit_tx.send(child.wait());
+        });
         let ended = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Ok(status),
-                Ok(None) => {}
-                Err(e) => {
+            match exit_rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(status)) => break Ok(status),
+                Ok(Err(e)) => {
                     return Err(CommandError::Spawn {
                         command,
                         reason: e.to_string(),
                     })
                 }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(CommandError::Spawn {
+                        command,
+                        reason: "lost track of the child process".into(),
+                    })
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
             }
             self.liveness.beat();
             if cmd.cancellable && cancel.is_cancelled() {
-                stop(&mut child);
+                stop(pid, &exit_rx);
                 break Err(Stopped::Cancelled);
             }
             if started.elapsed() >= cmd.timeout {
-                stop(&mut child);
+                stop(pid, &exit_rx);
                 break Err(Stopped::Timeout);
             }
-            thread::sleep(nap);
-            nap = (nap * 2).min(Duration::from_millis(100));
         };
         // A grandchild may keep the pipes open after the child is gone; wait
         // for the readers only briefly then.
@@ -485,19 +495,18 @@ fn is_executable(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// SIGTERM, a grace period, then SIGKILL.
-fn stop(child: &mut Child) {
-    let pid = rustix::process::Pid::from_child(child);
+/// SIGTERM, a grace period, then SIGKILL. The child is still unreaped (its
+/// waiter has not reported), so its pid cannot have been reused.
+fn stop(
+    pid: rustix::process::Pid,
+    exited: &mpsc::Receiver<std::io::Result<std::process::ExitStatus>>,
+) {
     let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-    let deadline = Instant::now() + KILL_GRACE;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        thread::sleep(Duration::from_millis(20));
+    if exited.recv_timeout(KILL_GRACE).is_ok() {
+        return;
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+    let _ = exited.recv_timeout(KILL_GRACE);
 }
 
 fn collect_streams(

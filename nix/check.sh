@@ -5,7 +5,10 @@
 #   2. the NixOS module's wiring holds, evaluated against the stand-in in
 #      nix/tests/ (nix/tests/eval-standin.nix says what that does and does
 #      not prove);
-#   3. the script that moves the agent onto a new definition behaves, run
+#   3. flake.nix's outputs and the example fleet flake (examples/hosts)
+#      evaluate and compose as intended, with a stand-in for the nixpkgs
+#      input (nix/tests/flake-standin.nix);
+#   4. the script that moves the agent onto a new definition behaves, run
 #      against a real process and lock with systemctl faked
 #      (nix/tests/upgrade-script.sh).
 #
@@ -52,5 +55,7 @@ fi
 # works without write access to /nix.
 summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/eval-standin.nix -A summary)
 echo "nix-standin: ${summary//\"/}"
+summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/flake-standin.nix -A summary)
+echo "flake-standin: ${summary//\"/}"
 
 bash nix/tests/upgrade-script.sh

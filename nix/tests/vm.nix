@@ -13,7 +13,7 @@
   name = "fabric-module";
 
   nodes.machine =
-    { pkgs, ... }:
+    { lib, pkgs, ... }:
     {
       imports = [ self.nixosModules.default ];
 
@@ -28,11 +28,13 @@
 
       environment.systemPackages = [ pkgs.curl ];
 
+      # Specialisations add to this configuration, so changed values need
+      # mkForce.
       specialisation.newAgent.configuration = {
-        services.fabric.agent.interval = "20s";
+        services.fabric.agent.interval = lib.mkForce "20s";
       };
       specialisation.noAgent.configuration = {
-        services.fabric.agent.enable = false;
+        services.fabric.agent.enable = lib.mkForce false;
       };
     };
 

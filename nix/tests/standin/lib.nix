@@ -184,6 +184,17 @@ in
       n = stringLength suffix;
     in
     if n <= sLen && substring (sLen - n) n s == suffix then substring 0 (sLen - n) s else s;
+  genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+  recursiveUpdate =
+    let
+      go =
+        lhs: rhs:
+        lhs
+        // builtins.mapAttrs (
+          name: r: if lhs ? ${name} && isAttrs lhs.${name} && isAttrs r then go lhs.${name} r else r
+        ) rhs;
+    in
+    go;
   optional = cond: x: if cond then [ x ] else [ ];
   optionals = cond: xs: if cond then xs else [ ];
 }

@@ -54,4 +54,11 @@ in
       default = { };
     };
   };
+
+  # What NixOS builds from all of the above; here only something to point at.
+  config.system.build.toplevel = {
+    type = "derivation";
+    name = "nixos-system-standin";
+    outPath = "/nix/store/00000000000000000000000000000000-nixos-system-standin";
+  };
 }

@@ -6,6 +6,11 @@
 { lib, ... }:
 
 {
+  system.build.VMA = {
+    type = "derivation";
+    name = "proxmox-standin-vma";
+    outPath = "/nix/store/00000000000000000000000000000000-proxmox-standin-vma";
+  };
   boot.kernelParams = [ "console=ttyS0" ];
   networking.hostName = lib.mkForce "";
   services.qemuGuest.enable = true;

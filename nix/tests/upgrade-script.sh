@@ -20,8 +20,9 @@ nix-instantiate --readonly-mode --eval --strict --json nix/tests/eval-standin.ni
 grep -q "$work/converge.lock" "$work/upgrade.sh"
 
 mkdir "$work/bin"
-cat >"$work/bin/systemctl" <<'EOF'
-#!/usr/bin/env bash
+# An absolute interpreter: the Nix build sandbox has no /usr/bin/env.
+printf '#!%s\n' "$(command -v bash)" >"$work/bin/systemctl"
+cat >>"$work/bin/systemctl" <<'EOF'
 case "$*" in
   "show --property=MainPID --value fabric-agent.service") echo "$FAKE_MAIN_PID" ;;
   "show --property=LoadState --value fabric-agent.service") echo "${FAKE_LOAD_STATE:-loaded}" ;;

@@ -12,6 +12,7 @@
 let
   inherit (builtins)
     all
+    any
     concatLists
     concatStringsSep
     elem
@@ -84,14 +85,20 @@ let
       check = isDerivation;
       merge = mergeOne;
     };
-    # Any value; definitions merge like an undeclared option of the
-    # stand-in module system (lists concatenate, the rest must agree).
+    # Any value. Definitions merge the way NixOS merges systemd unit
+    # settings (unitOption in nixos/lib/systemd-unit-options.nix): when any
+    # is a list, all are concatenated; otherwise they must agree. Undeclared
+    # paths in the stand-in module system merge the same way.
     unspecified = {
       name = "unspecified";
       description = "unspecified value";
       check = _: true;
       merge =
-        loc: defs: if all (d: isList d.value) defs then concatLists (map (d: d.value) defs) else mergeEqual loc defs;
+        loc: defs:
+        if any (d: isList d.value) defs then
+          concatLists (map (d: if isList d.value then d.value else [ d.value ]) defs)
+        else
+          mergeEqual loc defs;
     };
     nullOr = elemType: {
       name = "nullOr";

@@ -177,6 +177,12 @@ let
     }
   );
 
+  # On SIGTERM fabric stops a build at once but finishes an activation in
+  # progress (its --switch-timeout defaults to 10 min). Killing it earlier
+  # would take the switch's output pipe with it, and switch-to-configuration
+  # could die half-way on its next write.
+  stopTimeout = "15min";
+
   isLoopback = address: hasPrefix "127." address || hasPrefix "[::1]:" address;
 
   # What fabric's duration flags accept (humantime: 90s, 5m, 1h30m), checked
@@ -390,6 +396,7 @@ in
           SuccessExitStatus = [ 143 ];
           # The completion marker lives directly in /var/lib.
           ReadWritePaths = hardening.ReadWritePaths ++ [ (dirOf layout.bootstrapMarker) ];
+          TimeoutStopSec = stopTimeout;
         };
       };
     })
@@ -457,7 +464,7 @@ in
           RestartSec = "10s";
           RestartPreventExitStatus = [ layout.exitUsage ];
           SuccessExitStatus = [ 143 ];
-          TimeoutStopSec = "2min";
+          TimeoutStopSec = stopTimeout;
         };
       };
     })

@@ -236,6 +236,7 @@ let
       "/var/lib"
     ])
     (eq "bootstrap: state directory" bootstrapUnit.serviceConfig.StateDirectory "fabric")
+    (eq "bootstrap: a stop lets a switch finish" bootstrapUnit.serviceConfig.TimeoutStopSec "15min")
     (eq "bootstrap: builds through the daemon" bootstrapUnit.environment.NIX_REMOTE "daemon")
     (eq "bootstrap: package installed" bootstrap.environment.systemPackages [ pkgs.kubelize-fabric ])
     (holds "bootstrap: flakes enabled" (elem "flakes" bootstrap.nix.settings.experimental-features))
@@ -272,6 +273,7 @@ let
     (eq "agent: notify" agentUnit.serviceConfig.Type "notify")
     (eq "agent: watchdog" agentUnit.serviceConfig.WatchdogSec "2min")
     (eq "agent: always restarted" agentUnit.serviceConfig.Restart "always")
+    (eq "agent: a stop lets a switch finish" agentUnit.serviceConfig.TimeoutStopSec "15min")
     (eq "agent: not restarted by a switch" agentUnit.restartIfChanged false)
     (eq "agent: not stopped by the switch that removes it" agentUnit.unitConfig.X-StopOnRemoval false)
     (eq "agent: ordering" agentUnit.after [

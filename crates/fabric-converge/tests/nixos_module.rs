@@ -229,6 +229,13 @@ fn bootstrap_unit_matches_the_contract() {
             parent(layout::BOOTSTRAP_MARKER)
         ]
     );
+    // A stop (shutdown) lets an activation in progress finish.
+    let bootstrap_defaults =
+        fabric_converge::bootstrap::BootstrapOptions::new(fabric_converge::root::Root::host());
+    assert_outlasts_switch(
+        &unit["serviceConfig"]["TimeoutStopSec"],
+        bootstrap_defaults.activator.switch_timeout,
+    );
     assert!(layout::CONVERGE_LOCK.starts_with(&format!("{}/", layout::STATE_DIR)));
     assert!(layout::BOOTSTRAP_STATE.starts_with(&format!("{}/", layout::STATE_DIR)));
 }
@@ -274,6 +281,7 @@ fn agent_unit_matches_the_contract() {
         "metrics default to loopback"
     );
 
+    assert_outlasts_switch(&config["TimeoutStopSec"], defaults.activator.switch_timeout);
     assert_eq!(config["Type"], "notify");
     assert!(
         config["WatchdogSec"].as_str().and_then(duration).is_some(),
@@ -326,6 +334,19 @@ fn every_option_reaches_the_agent_as_fabric_parses_it() {
         words.last().map(String::as_str),
         Some("--verbose"),
         "extraArgs come last"
+    );
+}
+
+/// On SIGTERM fabric finishes an activation in progress; systemd must wait
+/// longer than that before it kills the process (and the switch's pipes).
+fn assert_outlasts_switch(timeout_stop: &Value, switch_timeout: Duration) {
+    let stop = timeout_stop
+        .as_str()
+        .and_then(duration)
+        .unwrap_or_else(|| panic!("TimeoutStopSec= {timeout_stop}"));
+    assert!(
+        stop > switch_timeout,
+        "TimeoutStopSec={stop:?} would kill fabric during a switch it may take {switch_timeout:?} to finish"
     );
 }
 

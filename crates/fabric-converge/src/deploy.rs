@@ -493,10 +493,7 @@ fn check_closure(toplevel: &StorePath) -> Result<(), Failure> {
 pub fn failure(phase: Phase, what: &str, e: &CommandError) -> Failure {
     Failure {
         phase,
-        message: format!(
-            "{what}: {}",
-            e.to_string().lines().next().unwrap_or_default()
-        ),
+        message: format!("{what}: {}", e.summary()),
         command: e.command().map(str::to_string),
         exit_code: e.code(),
         tail: e.tail().to_string(),

@@ -191,6 +191,16 @@ fn tail_words(tail: &str) -> String {
 }
 
 impl CommandError {
+    /// The error in one line, without the output tail.
+    pub fn summary(&self) -> String {
+        let text = self.to_string();
+        let first = text.lines().next().unwrap_or_default();
+        first
+            .strip_suffix("; its output ended with:")
+            .unwrap_or(first)
+            .to_string()
+    }
+
     /// The command line, when one was started.
     pub fn command(&self) -> Option<&str> {
         match self {
@@ -596,6 +606,10 @@ mod tests {
         assert_eq!(e.code(), Some(3));
         assert!(e.tail().contains("last"), "{e}");
         assert!(e.to_string().contains("exited with code 3"), "{e}");
+        assert_eq!(
+            e.summary(),
+            "`/bin/sh -c 'echo out; echo first >&2; echo last >&2; exit 3'` exited with code 3"
+        );
         let ok = r
             .run(
                 &Cmd::new("/bin/sh", Duration::from_secs(10)).args(["-c", "echo hi"]),

@@ -294,6 +294,7 @@ fn first_line(e: &RemoteError) -> String {
     let last = tail.lines().rev().find(|l| !l.trim().is_empty());
     match (e, last) {
         (RemoteError::Command(CommandError::Exit { .. }), Some(l)) => l.trim().to_string(),
+        (RemoteError::Command(c), _) => c.summary(),
         _ => e.to_string().lines().next().unwrap_or_default().to_string(),
     }
 }

@@ -625,3 +625,56 @@ fn metrics_endpoint_serves_the_agent_state() {
     }
     assert!(body.contains(&format!("revision=\"{head}\"")), "{body}");
 }
+
+#[test]
+fn a_health_check_that_hangs_times_out_and_rolls_back() {
+    let f = Fixture::new();
+    let (_, v1) = bootstrapped(&f);
+    f.commit(&Gen::new("v2"));
+    let mut opts = f.agent_opts();
+    opts.activator.health_checks = vec![HealthCheck::parse("sleep 30").unwrap()];
+    opts.activator.health_timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let r = agent(opts, &f.runner()).cycle();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let CycleResult::Rejected {
+        failure, outcome, ..
+    } = &r
+    else {
+        panic!("expected Rejected, got {r:?}");
+    };
+    assert_eq!(*outcome, Outcome::RolledBack);
+    assert_eq!(failure.phase, Phase::Health);
+    assert!(
+        failure.message.contains("did not finish within 500ms"),
+        "{failure:?}"
+    );
+    assert_eq!(f.current_system().as_deref(), Some(v1.as_str()));
+}
+
+#[test]
+fn flake_from_the_command_line_needs_no_target_file() {
+    let f = Fixture::new();
+    let (_, v1) = bootstrapped(&f);
+    std::fs::remove_file(f.root.join("etc/nix-flake-target")).unwrap();
+    let v2 = f.commit(&Gen::new("v2"));
+
+    // Without --flake, the missing target file is a usage error.
+    let r = agent(f.agent_opts(), &f.runner()).cycle();
+    assert!(
+        matches!(&r, CycleResult::TargetRefused { message } if message.contains("nix-flake-target")),
+        "{r:?}"
+    );
+    assert_eq!(r.exit_code(), exit::USAGE);
+    assert_eq!(f.current_system().as_deref(), Some(v1.as_str()));
+
+    let mut opts = f.agent_opts();
+    opts.flake = fabric_converge::agent::FlakeSource::Fixed(
+        fabric_model::FlakeRef::parse(&f.flake_ref()).unwrap(),
+    );
+    let r = agent(opts, &f.runner()).cycle();
+    assert!(
+        matches!(&r, CycleResult::Deployed { revision, .. } if revision.as_str() == v2),
+        "{r:?}"
+    );
+}

@@ -418,3 +418,50 @@ fn corrupt_state_file_is_reported_and_recovered() {
     assert!(state::load(&path).unwrap().is_some());
     assert_eq!(status::status(&f.root()).exit_code(), exit::OK);
 }
+
+#[test]
+fn kill_9_mid_activation_then_rerun_completes() {
+    common::require_nix();
+    let f = Fixture::new();
+    f.commit(&Gen::new("v1").switch_held());
+    f.write_target(0o644);
+    let root = f.root.display().to_string();
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        f.driver(&["bootstrap", &root])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap()
+    };
+    f.wait_build_started(); // here: switch-to-configuration has started
+                            // SIGKILL to the whole group, as systemd does to the unit's cgroup.
+    let pgid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL).unwrap();
+    child.wait().unwrap();
+
+    let st = state::load(&f.state_file("bootstrap.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.phase, Phase::Switch);
+    assert!(!f.marker().exists());
+    let v1 = f
+        .profile_target()
+        .expect("the profile was set before the switch");
+    assert!(f.switches().is_empty());
+
+    f.release_build();
+    let report = bootstrap(&f.bootstrap_opts(), &f.runner(), &Cancel::new()).unwrap();
+    assert!(
+        matches!(report, BootstrapReport::Completed { ref store_path, .. } if store_path.as_str() == v1)
+    );
+    assert_eq!(f.switches(), ["v1 switch"]);
+    // The profile already pointed at it: no second generation.
+    assert_eq!(
+        std::fs::read_link(f.profile()).unwrap().to_str(),
+        Some("system-1-link")
+    );
+    assert!(!f.root.join("nix/var/nix/profiles/system-2-link").exists());
+    assert!(f.marker().exists());
+}

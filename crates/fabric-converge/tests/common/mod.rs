@@ -42,6 +42,10 @@ ln -s /kernel-$kernel $out/kernel
 ln -s /initrd-$kernel $out/initrd
 cat > $out/bin/switch-to-configuration <<EOS
 #!/bin/sh
+if [ -n "$holdswitch" ]; then
+  echo \$\$ > "$started"
+  while [ -e "$holdswitch" ]; do sleep 0.05; done
+fi
 echo "$label \$*" >> $record
 exit $code
 EOS
@@ -56,6 +60,7 @@ pub struct Gen {
     pub fail_build: bool,
     pub kernel: String,
     pub hold: bool,
+    pub hold_switch: bool,
 }
 
 impl Gen {
@@ -66,6 +71,7 @@ impl Gen {
             fail_build: false,
             kernel: "1".into(),
             hold: false,
+            hold_switch: false,
         }
     }
     pub fn switch_code(mut self, c: i32) -> Self {
@@ -82,6 +88,11 @@ impl Gen {
     }
     pub fn held(mut self) -> Self {
         self.hold = true;
+        self
+    }
+    /// switch-to-configuration waits for the hold file to go away.
+    pub fn switch_held(mut self) -> Self {
+        self.hold_switch = true;
         self
     }
 }
@@ -199,7 +210,7 @@ impl Fixture {
             std::fs::create_dir_all(&self.repo).unwrap();
             git(&self.repo, &["init", "-q", "-b", "main"]);
         }
-        if gen.hold {
+        if gen.hold || gen.hold_switch {
             std::fs::write(self.hold_file(), "").unwrap();
         }
         std::fs::write(self.repo.join("build.sh"), BUILD_SH).unwrap();
@@ -223,6 +234,7 @@ impl Fixture {
       kernel = "{kernel}";
       record = "{record}";
       hold = "{hold}";
+      holdswitch = "{holdswitch}";
       started = "{started}";
     }};
   }};
@@ -235,6 +247,11 @@ impl Fixture {
             kernel = gen.kernel,
             record = self.switch_log_path().display(),
             hold = if gen.hold {
+                self.hold_file().display().to_string()
+            } else {
+                String::new()
+            },
+            holdswitch = if gen.hold_switch {
                 self.hold_file().display().to_string()
             } else {
                 String::new()
@@ -369,7 +386,7 @@ impl Fixture {
         c
     }
 
-    /// Waits until the held build has started; returns the builder's pid.
+    /// Waits until the held build (or switch) has started; returns its pid.
     pub fn wait_build_started(&self) -> i32 {
         let until = Instant::now() + Duration::from_secs(60);
         while Instant::now() < until {

@@ -10,7 +10,11 @@
 #      input (nix/tests/flake-standin.nix);
 #   4. the script that moves the agent onto a new definition behaves, run
 #      against a real process and lock with systemctl faked
-#      (nix/tests/upgrade-script.sh).
+#      (nix/tests/upgrade-script.sh);
+#   5. the real `fabric agent` and `fabric bootstrap` converge inside the
+#      file-system sandbox the module gives their units, rebuilt with
+#      bubblewrap (nix/tests/sandbox-probe.py; as root only, and not inside
+#      a Nix build, which sets FABRIC_SKIP_SANDBOX_PROBE=1).
 #
 # Usage: nix/check.sh [REPO_ROOT]   (default: the repository this script is in)
 # Needs nix-instantiate (Debian: nix-bin), python3 and flock (util-linux).
@@ -59,3 +63,18 @@ summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/flake-standi
 echo "flake-standin: ${summary//\"/}"
 
 bash nix/tests/upgrade-script.sh
+
+if [ "${FABRIC_SKIP_SANDBOX_PROBE:-0}" = 1 ]; then
+  echo "sandbox-probe: skipped (FABRIC_SKIP_SANDBOX_PROBE=1)"
+elif [ "$(id -u)" != 0 ]; then
+  echo "sandbox-probe: skipped: it needs root, as the units run as root"
+else
+  if ! command -v bwrap >/dev/null 2>&1; then
+    echo "nix/check.sh: installing bubblewrap for the sandbox probe" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null
+  fi
+  if [ ! -x target/debug/fabric ]; then
+    cargo build -q -p fabric
+  fi
+  python3 nix/tests/sandbox-probe.py target/debug/fabric
+fi

@@ -38,7 +38,10 @@ pub(crate) fn shell_quote(s: &str) -> String {
 /// cannot fix that, so it stops the restarts until someone starts the unit
 /// again. `StartLimitIntervalSec=0` keeps the retries from ever hitting
 /// systemd's start limit: a machine that waits an hour for its Git remote
-/// must still converge. A one-shot unit has no start timeout by default,
+/// must still converge. The delay grows from 30 s to 15 min
+/// (`RestartSteps`, systemd 254+, which NixOS has; older systemd ignores the
+/// keys and keeps 30 s), so a flake whose build fails fast is not rebuilt
+/// every 30 s forever. A one-shot unit has no start timeout by default,
 /// which a first `nix build` needs.
 pub(crate) fn runtime_unit() -> String {
     format!(
@@ -56,6 +59,8 @@ Environment=HOME=/root
 ExecStart=/bin/sh {PER_BOOT_SCRIPT} run
 Restart=on-failure
 RestartSec=30s
+RestartSteps=5
+RestartMaxDelaySec=15min
 RestartPreventExitStatus=2
 "
     )

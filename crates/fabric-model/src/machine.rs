@@ -65,6 +65,16 @@ pub const CROSSPLANE_SPEC_FIELDS: [&str; 11] = [
     "publishConnectionDetailsTo",
 ];
 
+/// The fields whose positions a [`Machine`] keeps after validation.
+pub const KEPT_POSITIONS: [&str; 6] = [
+    "metadata.name",
+    "spec.hostname",
+    "spec.domain",
+    "spec.network.ip",
+    "spec.network.ipv6.address",
+    "spec.nix.flakeRef",
+];
+
 /// A validated machine.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
@@ -108,8 +118,10 @@ pub struct Machine {
     pub spec: MachineSpec,
     /// Advisories that did not refuse the machine.
     pub warnings: Vec<Diagnostic>,
-    /// Where each field was written (empty for JSON input).
-    pub index: PathIndex,
+    /// Where the fields that checks across machines report on were
+    /// written (empty for JSON input). Only these are kept: a fleet of
+    /// thousands of machines should not hold thousands of source trees.
+    pub positions: Vec<(&'static str, Pos)>,
 }
 
 /// Guest network, resolved.
@@ -240,9 +252,12 @@ impl Machine {
         format!("fabric-{}-{hex}", self.name)
     }
 
-    /// Where a field was written, if known.
+    /// Where a field was written, if it is one of [`KEPT_POSITIONS`].
     pub fn pos(&self, path: &str) -> Option<Pos> {
-        self.index.pos(path)
+        self.positions
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, pos)| *pos)
     }
 }
 
@@ -719,7 +734,10 @@ fn validate(
         tags: spec.tags.clone(),
         spec,
         warnings: diags,
-        index,
+        positions: KEPT_POSITIONS
+            .iter()
+            .filter_map(|p| index.exact(p).map(|pos| (*p, pos)))
+            .collect(),
     })
 }
 

@@ -92,6 +92,15 @@ impl PathIndex {
         self.doc.as_ref()
     }
 
+    /// The position of the value at exactly `path`.
+    pub fn exact(&self, path: &str) -> Option<Pos> {
+        let mut node = self.doc.as_ref()?;
+        for key in path.split('.') {
+            node = node.get(key)?;
+        }
+        node.pos
+    }
+
     /// The position of the value at `path` (`spec.network.dns[1]`), or of
     /// its nearest located parent.
     pub fn pos(&self, path: &str) -> Option<Pos> {

@@ -194,7 +194,8 @@ pub fn bootstrap(
         state: st,
         deployment: Deployment::start(Phase::ReadTarget),
     };
-    run.enter(Phase::ReadTarget)?;
+    // Reading the target is instant: recorded only if it fails.
+    run.deployment.phase = Phase::ReadTarget;
 
     let target_path = opts.root.join(&opts.flake_target);
     let target = match target::read_flake_target(&target_path) {
@@ -306,7 +307,7 @@ pub fn bootstrap(
         return Err(run.fail(failure, activation.outcome));
     }
 
-    run.enter(Phase::Commit)?;
+    run.deployment.phase = Phase::Commit;
     run.deployment.outcome = activation.outcome;
     run.deployment.finished_at = Some(Timestamp::now());
     run.state.current = Some(Generation {

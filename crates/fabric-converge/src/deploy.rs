@@ -193,7 +193,8 @@ impl Activator {
         // Activation is never cancelled half-way: a fresh, never-set token.
         let cancel = Cancel::new();
 
-        on_phase(Phase::CheckClosure);
+        // Only phases that take time are reported (each report is an
+        // fsync'd state write); a failed closure check names its phase.
         if let Err(f) = check_closure(new) {
             return done(Outcome::Failed, Some(f), None);
         }
@@ -223,7 +224,9 @@ impl Activator {
         let switched = self.switch(runner, new, action, &cancel);
         let failure = match switched {
             Ok(said_reboot) => {
-                on_phase(Phase::Health);
+                if !self.health_checks.is_empty() {
+                    on_phase(Phase::Health);
+                }
                 match self.health(runner, &cancel) {
                     Ok(()) => {
                         let reboot =

@@ -182,9 +182,9 @@ pub fn run(args: Args) -> ExitCode {
     if args.once {
         let result = agent.cycle();
         if args.json {
-            println!("{}", serde_json::to_string(&result).unwrap_or_default());
+            out(serde_json::to_string(&result).unwrap_or_default());
         } else {
-            println!("{}", one_line(&result));
+            out(one_line(&result));
         }
         return ExitCode::from(result.exit_code());
     }
@@ -208,6 +208,13 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     ExitCode::from(agent.run())
+}
+
+/// Writes a result line to stdout; a closed pipe (`| head`) is not worth a
+/// panic.
+pub(crate) fn out(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
 }
 
 fn one_line(r: &CycleResult) -> String {

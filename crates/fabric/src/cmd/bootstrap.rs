@@ -108,23 +108,23 @@ pub fn run(args: Args) -> ExitCode {
     match &result {
         Ok(report) => {
             if args.json {
-                println!("{}", serde_json::to_string(report).unwrap_or_default());
+                super::agent::out(serde_json::to_string(report).unwrap_or_default());
             } else {
                 match report {
-                    BootstrapReport::AlreadyComplete => println!("already complete"),
+                    BootstrapReport::AlreadyComplete => super::agent::out("already complete"),
                     BootstrapReport::Completed {
                         revision,
                         store_path,
                         reboot_needed,
                         ..
-                    } => println!(
+                    } => super::agent::out(format_args!(
                         "complete: {revision} {store_path}{}",
                         if *reboot_needed {
                             " (reboot needed)"
                         } else {
                             ""
                         }
-                    ),
+                    )),
                 }
             }
         }
@@ -132,7 +132,7 @@ pub fn run(args: Args) -> ExitCode {
             eprintln!("fabric bootstrap: {e}");
             if args.json {
                 let v = serde_json::json!({"result": "failed", "exit_code": code, "error": e.to_string()});
-                println!("{v}");
+                super::agent::out(v);
             }
         }
     }

@@ -56,14 +56,14 @@ pub fn run(args: Args) -> ExitCode {
     let report = doctor::doctor(&opts, &Runner::new());
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => super::agent::out(s),
             Err(e) => {
                 eprintln!("fabric doctor: {e}");
                 return ExitCode::from(layout::exit::FAILED);
             }
         }
     } else {
-        print!("{}", report.render());
+        super::agent::out(report.render().trim_end());
     }
     ExitCode::from(report.exit_code())
 }

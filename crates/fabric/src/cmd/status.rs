@@ -43,14 +43,14 @@ pub fn run(args: Args) -> ExitCode {
     let report = status::status(&root);
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => super::agent::out(s),
             Err(e) => {
                 eprintln!("fabric status: {e}");
                 return ExitCode::from(layout::exit::FAILED);
             }
         }
     } else {
-        print!("{}", report.render());
+        super::agent::out(report.render().trim_end());
     }
     for e in [&report.bootstrap.error, &report.agent.error]
         .into_iter()

@@ -95,6 +95,9 @@ pub enum BootstrapError {
         /// What the deployment ended as.
         outcome: Outcome,
     },
+    /// The flake reference is valid but cannot be followed (not Git).
+    #[error("{0}")]
+    Unsupported(String),
     /// Stopped by SIGTERM/SIGINT.
     #[error(
         "bootstrap stopped by a termination signal during phase {0}; run it again to continue"
@@ -115,7 +118,7 @@ impl BootstrapError {
     /// The process exit code (see [`crate::layout::exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Target(_) => exit::USAGE,
+            Self::Target(_) | Self::Unsupported(_) => exit::USAGE,
             Self::State(_) | Self::Lock(_) => exit::FAILED,
             Self::Failed {
                 outcome: Outcome::RollbackFailed,
@@ -223,16 +226,18 @@ pub fn bootstrap(
     let query = match RemoteQuery::for_flake(&target.flake) {
         Ok(q) => q,
         Err(e) => {
-            return Err(run.fail(
+            let message = format!("{}: {e}", target_path.display());
+            run.fail(
                 Failure {
-                    phase: Phase::WaitRemote,
-                    message: e.to_string(),
+                    phase: Phase::ReadTarget,
+                    message: message.clone(),
                     command: None,
                     exit_code: None,
                     tail: String::new(),
                 },
                 Outcome::Failed,
-            ))
+            );
+            return Err(BootstrapError::Unsupported(message));
         }
     };
     let revision =

@@ -465,3 +465,26 @@ fn kill_9_mid_activation_then_rerun_completes() {
     assert!(!f.root.join("nix/var/nix/profiles/system-2-link").exists());
     assert!(f.marker().exists());
 }
+
+#[test]
+fn refuses_what_it_cannot_follow_with_a_usage_error() {
+    common::require_nix();
+    let f = Fixture::new();
+    let runner = f.runner();
+    // Not a flake reference the Machine API accepts: located message.
+    f.write_target_text("# cloud-init\ngit+https://example.org/fleet\n", 0o644);
+    let err = bootstrap(&f.bootstrap_opts(), &runner, &Cancel::new()).unwrap_err();
+    assert_eq!(err.exit_code(), exit::USAGE);
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}/etc/nix-flake-target:2:1: ", f.root.display())),
+        "{err}"
+    );
+    // Valid, but a tarball has no Git head to follow.
+    f.write_target_text("https://example.org/fleet.tar.gz#host\n", 0o644);
+    let err = bootstrap(&f.bootstrap_opts(), &runner, &Cancel::new()).unwrap_err();
+    assert_eq!(err.exit_code(), exit::USAGE);
+    assert!(err.to_string().contains("is not a Git flake"), "{err}");
+    assert!(runner.started().is_empty(), "{:?}", runner.started());
+    assert!(!f.marker().exists());
+}

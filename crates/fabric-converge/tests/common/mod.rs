@@ -191,8 +191,12 @@ impl Fixture {
 
     /// Writes the flake target (owned by root: the tests run as root).
     pub fn write_target(&self, mode: u32) {
+        self.write_target_text(&format!("{}\n", self.flake_ref()), mode);
+    }
+
+    pub fn write_target_text(&self, text: &str, mode: u32) {
         let p = self.root.join("etc/nix-flake-target");
-        std::fs::write(&p, format!("{}\n", self.flake_ref())).unwrap();
+        std::fs::write(&p, text).unwrap();
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 

@@ -27,6 +27,35 @@ use tonic::transport::Channel;
 
 struct Echo;
 
+/// Fabric with every call validated and rendered anew (no memo).
+struct Uncached;
+
+#[tonic::async_trait]
+impl FunctionRunnerService for Uncached {
+    async fn run_function(
+        &self,
+        request: tonic::Request<RunFunctionRequest>,
+    ) -> Result<tonic::Response<RunFunctionResponse>, tonic::Status> {
+        Ok(tonic::Response::new(fabric_function::run_uncached(
+            &request.into_inner(),
+        )))
+    }
+}
+
+/// Answers every call with Fabric's response to the workload, computed
+/// once: the cost of Fabric's larger response without Fabric's work.
+struct Canned(RunFunctionResponse);
+
+#[tonic::async_trait]
+impl FunctionRunnerService for Canned {
+    async fn run_function(
+        &self,
+        _request: tonic::Request<RunFunctionRequest>,
+    ) -> Result<tonic::Response<RunFunctionResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.0.clone()))
+    }
+}
+
 #[tonic::async_trait]
 impl FunctionRunnerService for Echo {
     async fn run_function(
@@ -51,7 +80,7 @@ fn server_args(port: u16) -> Args {
     }
 }
 
-fn serve(which: &str, port: u16) -> Result<(), String> {
+fn serve(which: &str, port: u16, stage: Stage) -> Result<(), String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -59,6 +88,11 @@ fn serve(which: &str, port: u16) -> Result<(), String> {
     let args = server_args(port);
     let r = match which {
         "serve-fabric" => rt.block_on(function_sdk_rust::serve(Function, &args)),
+        "serve-uncached" => rt.block_on(function_sdk_rust::serve(Uncached, &args)),
+        "serve-canned" => rt.block_on(function_sdk_rust::serve(
+            Canned(fabric_function::run(&workload(stage))),
+            &args,
+        )),
         _ => rt.block_on(function_sdk_rust::serve(Echo, &args)),
     };
     r.map_err(|e| e.to_string())
@@ -71,8 +105,58 @@ fn object(v: &Json) -> Resource {
     }
 }
 
-fn workload() -> RunFunctionRequest {
-    let xr = json!({
+/// Which call of a machine's life the benchmark repeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// The snippet is Ready, the VM is composed for the first time.
+    Provisioning,
+    /// Steady state, the call Crossplane repeats for as long as the machine
+    /// lives: snippet and VM observed Ready, with the provider's status.
+    Running,
+}
+
+impl Stage {
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Provisioning => "provisioning",
+            Stage::Running => "running",
+        }
+    }
+
+    fn parse(s: &str) -> Stage {
+        if s == "running" {
+            Stage::Running
+        } else {
+            Stage::Provisioning
+        }
+    }
+}
+
+/// `desired` as the cluster would show it: named, Ready, with `atProvider`.
+fn observed_from(desired: &Json, name: &str, at_provider: Json) -> Json {
+    let mut o = desired.clone();
+    o["metadata"] = json!({"name": name, "namespace": "default", "uid": "0b6f0f4e-aaaa-4bbb-8ccc-000000000002", "generation": 1});
+    o["status"] = json!({
+        "atProvider": at_provider,
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": "2026-11-27T10:00:00Z"},
+            {"type": "Synced", "status": "True", "reason": "ReconcileSuccess", "lastTransitionTime": "2026-11-27T10:00:00Z"},
+        ],
+    });
+    o
+}
+
+fn desired_of(rsp: &RunFunctionResponse, name: &str) -> Json {
+    rsp.desired
+        .as_ref()
+        .and_then(|d| d.resources.get(name))
+        .and_then(|r| r.resource.as_ref())
+        .map(function_sdk_rust::resource::struct_to_json)
+        .unwrap_or_default()
+}
+
+fn workload(stage: Stage) -> RunFunctionRequest {
+    let mut xr = json!({
         "apiVersion": "infra.kubelize.io/v1alpha1",
         "kind": "Machine",
         "metadata": {"name": "web01", "namespace": "default", "uid": "6c1d1d2c-1111-4a4a-9b9b-000000000001"},
@@ -92,31 +176,63 @@ fn workload() -> RunFunctionRequest {
         "proxmox": {"node": "pve1", "snippetDatastore": "local"},
         "templates": {"nixos-template": 9000},
     });
-    let snippet = json!({
-        "apiVersion": "virtualenvironmentfile.proxmoxbpg.m.crossplane.io/v1alpha1",
-        "kind": "EnvironmentFile",
-        "metadata": {"name": "web01-user-data-7x2kq", "namespace": "default"},
-        "spec": {"forProvider": {"contentType": "snippets", "datastoreId": "local", "nodeName": "pve1"}},
-        "status": {
-            "atProvider": {"id": "local:snippets/fabric-web01.user-data.yaml"},
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Available", "lastTransitionTime": "2026-11-27T10:00:00Z"}],
-        },
-    });
-    RunFunctionRequest {
+    let request = |xr: &Json, observed: Vec<(&str, Json)>| RunFunctionRequest {
         meta: Some(RequestMeta {
             tag: "bench".into(),
             capabilities: vec![],
         }),
         observed: Some(State {
-            composite: Some(object(&xr)),
-            resources: [("user-data".to_string(), object(&snippet))]
+            composite: Some(object(xr)),
+            resources: observed
                 .into_iter()
+                .map(|(n, o)| (n.to_string(), object(&o)))
                 .collect(),
         }),
         desired: Some(State::default()),
         input: input.as_object().map(json_to_struct),
         ..Default::default()
+    };
+    // Every observed object is what Fabric desired plus what the provider
+    // adds, as Crossplane would send it.
+    let first = fabric_function::run(&request(&xr, vec![]));
+    let file_id = "local:snippets/fabric-web01.user-data.yaml";
+    let snippet = observed_from(
+        &desired_of(&first, "user-data"),
+        "web01-user-data-7x2kq",
+        json!({"id": file_id, "contentType": "snippets", "datastoreId": "local", "nodeName": "pve1", "fileName": "fabric-web01.user-data.yaml"}),
+    );
+    if stage == Stage::Provisioning {
+        return request(&xr, vec![("user-data", snippet)]);
     }
+    let second = fabric_function::run(&request(&xr, vec![("user-data", snippet.clone())]));
+    let vm_desired = desired_of(&second, "vm");
+    // Upjet mirrors every parameter in atProvider, plus computed fields.
+    let mut at = serde_json::Map::new();
+    for part in ["forProvider", "initProvider"] {
+        if let Some(Json::Object(m)) = vm_desired.pointer(&format!("/spec/{part}")) {
+            at.extend(m.clone());
+        }
+    }
+    for (k, v) in [
+        ("id", json!("104")),
+        ("vmId", json!(104)),
+        ("ipv4Addresses", json!([["127.0.0.1"], ["10.0.1.10"]])),
+        (
+            "ipv6Addresses",
+            json!([["::1"], ["fe80::be24:11ff:fe5e:1"]]),
+        ),
+        (
+            "macAddresses",
+            json!(["00:00:00:00:00:00", "BC:24:11:5E:00:01"]),
+        ),
+        ("networkInterfaceNames", json!(["lo", "ens18"])),
+    ] {
+        at.insert(k.to_string(), v);
+    }
+    let vm = observed_from(&vm_desired, "web01-vm-9p3rt", Json::Object(at));
+    xr["status"] =
+        json!({"phase": "Running", "vmId": 104, "node": "pve1", "ipAddresses": ["10.0.1.10"]});
+    request(&xr, vec![("user-data", snippet), ("vm", vm)])
 }
 
 struct Figures {
@@ -159,6 +275,7 @@ async fn connect(port: u16) -> Result<Channel, String> {
 
 async fn measure(
     which: &str,
+    stage: Stage,
     requests: usize,
     seconds: f64,
     concurrency: usize,
@@ -166,12 +283,12 @@ async fn measure(
     let port = free_port()?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new(exe)
-        .args([which, &port.to_string()])
+        .args([which, &port.to_string(), stage.name()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
-    let result = drive(port, requests, seconds, concurrency).await;
+    let result = drive(port, stage, requests, seconds, concurrency).await;
     let peak = peak_rss_kib(&child);
     let _ = child.kill();
     let _ = child.wait();
@@ -186,12 +303,13 @@ async fn measure(
 
 async fn drive(
     port: u16,
+    stage: Stage,
     requests: usize,
     seconds: f64,
     concurrency: usize,
 ) -> Result<(Duration, Duration, f64), String> {
     let channel = connect(port).await?;
-    let req = workload();
+    let req = workload(stage);
     let mut client = FunctionRunnerServiceClient::new(channel.clone());
     // Warm up, and check the answer is a real one.
     for _ in 0..200 {
@@ -240,6 +358,78 @@ async fn drive(
     Ok((pct(0.50), pct(0.99), per_second))
 }
 
+/// Time of each step of `run`, for finding where the time goes.
+fn breakdown(req: &RunFunctionRequest, n: usize) {
+    use function_sdk_rust::resource::struct_to_json;
+    let time = |name: &str, f: &mut dyn FnMut()| {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        println!(
+            "  {name}: {:.1} µs",
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+    };
+    let xr_struct = req
+        .observed
+        .as_ref()
+        .and_then(|o| o.composite.as_ref())
+        .and_then(|c| c.resource.clone())
+        .unwrap_or_default();
+    let xr = struct_to_json(&xr_struct);
+    let input = req.input.as_ref().map(struct_to_json);
+    time("XR Struct to JSON", &mut || {
+        std::hint::black_box(struct_to_json(&xr_struct));
+    });
+    time("input::parse", &mut || {
+        std::hint::black_box(fabric_function::input::parse(input.as_ref()).is_ok());
+    });
+    time("Machine::from_json", &mut || {
+        std::hint::black_box(fabric_model::Machine::from_json(&xr).is_ok());
+    });
+    let Ok(machine) = fabric_model::Machine::from_json(&xr) else {
+        return;
+    };
+    time("render_user_data", &mut || {
+        std::hint::black_box(
+            fabric_cloudinit::render_user_data(
+                &machine,
+                None,
+                &fabric_cloudinit::RenderOptions::default(),
+            )
+            .is_ok(),
+        );
+    });
+    time("response::to (clone of the request state)", &mut || {
+        std::hint::black_box(response::to(req, response::DEFAULT_TTL));
+    });
+    let rsp = fabric_function::run(req);
+    time("encoded_len of the response", &mut || {
+        std::hint::black_box(prost::Message::encoded_len(&rsp));
+    });
+    let rsp_bytes = prost::Message::encode_to_vec(&rsp);
+    let req_bytes = prost::Message::encode_to_vec(req);
+    println!(
+        "  request {} bytes, response {} bytes",
+        req_bytes.len(),
+        rsp_bytes.len()
+    );
+    time(
+        "encode + decode of the request (both functions pay it)",
+        &mut || {
+            let b = prost::Message::encode_to_vec(req);
+            std::hint::black_box(
+                <RunFunctionRequest as prost::Message>::decode(b.as_slice()).is_ok(),
+            );
+        },
+    );
+    time("encode + decode of Fabric's response", &mut || {
+        let b = prost::Message::encode_to_vec(&rsp);
+        std::hint::black_box(<RunFunctionResponse as prost::Message>::decode(b.as_slice()).is_ok());
+    });
+}
+
 fn flag(args: &[String], name: &str, default: f64) -> f64 {
     args.iter()
         .position(|a| a == name)
@@ -252,10 +442,36 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(which) = args.get(1).filter(|a| a.starts_with("serve-")) {
         let port = args.get(2).and_then(|p| p.parse().ok()).unwrap_or(0);
-        if let Err(e) = serve(which, port) {
+        let stage = Stage::parse(args.get(3).map_or("", String::as_str));
+        if let Err(e) = serve(which, port, stage) {
             eprintln!("{which}: {e}");
             std::process::exit(1);
         }
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("in-process") {
+        // The function alone, without gRPC: where the time goes when profiled.
+        let n = flag(&args, "--requests", 20000.0) as usize;
+        let stage = Stage::parse(args.get(2).map_or("", String::as_str));
+        let req = workload(stage);
+        let start = Instant::now();
+        let mut composed = 0;
+        for _ in 0..n {
+            composed += fabric_function::run(&req)
+                .desired
+                .map_or(0, |d| d.resources.len());
+        }
+        let per_call = start.elapsed().as_secs_f64() * 1e6 / n as f64;
+        println!("fabric_function::run in process: {per_call:.1} µs per call ({composed} resources composed)");
+        let start = Instant::now();
+        for _ in 0..n {
+            std::hint::black_box(fabric_function::run_uncached(&req));
+        }
+        println!(
+            "fabric_function::run_uncached in process: {:.1} µs per call",
+            start.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
+        breakdown(&req, n);
         return;
     }
     let requests = flag(&args, "--requests", 5000.0) as usize;
@@ -271,36 +487,65 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let run = |which: &str| rt.block_on(measure(which, requests, seconds, concurrency));
-    let (echo, fabric) = match (run("serve-echo"), run("serve-fabric")) {
-        (Ok(e), Ok(f)) => (e, f),
-        (e, f) => {
-            eprintln!("benchmark failed: echo {:?} fabric {:?}", e.err(), f.err());
-            std::process::exit(1);
-        }
-    };
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("RunFunction over loopback: {requests} sequential calls, then {concurrency} concurrent callers for {seconds} s");
-    println!("| function | p50 (µs) | p99 (µs) | throughput (calls/s) | peak RSS (MiB) |");
-    println!("|---|---:|---:|---:|---:|");
-    for (name, f) in [("echo (SDK floor)", &echo), ("fabric", &fabric)] {
+    println!(
+        "RunFunction over loopback: {requests} sequential calls, then {concurrency} concurrent callers for {seconds} s"
+    );
+    for stage in [Stage::Running, Stage::Provisioning] {
+        let run = |which: &str| rt.block_on(measure(which, stage, requests, seconds, concurrency));
+        let (echo, canned, fabric, uncached) = match (
+            run("serve-echo"),
+            run("serve-canned"),
+            run("serve-fabric"),
+            run("serve-uncached"),
+        ) {
+            (Ok(e), Ok(c), Ok(f), Ok(u)) => (e, c, f, u),
+            (e, c, f, u) => {
+                eprintln!(
+                    "benchmark failed: echo {:?} canned {:?} fabric {:?} uncached {:?}",
+                    e.err(),
+                    c.err(),
+                    f.err(),
+                    u.err()
+                );
+                std::process::exit(1);
+            }
+        };
+        let req = workload(stage);
+        println!();
         println!(
-            "| {name} | {:.0} | {:.0} | {:.0} | {:.1} |",
-            us(f.p50),
-            us(f.p99),
-            f.per_second,
-            f.peak_rss_kib as f64 / 1024.0
+            "Workload: {} (request {} bytes)",
+            stage.name(),
+            prost::Message::encoded_len(&req)
+        );
+        println!();
+        println!("| server | p50 (µs) | p99 (µs) | throughput (calls/s) | peak RSS (MiB) |");
+        println!("|---|---:|---:|---:|---:|");
+        for (name, f) in [
+            ("echo (SDK floor)", &echo),
+            ("Fabric's response, precomputed", &canned),
+            ("fabric", &fabric),
+            (
+                "fabric, memo off (every call validates and renders)",
+                &uncached,
+            ),
+        ] {
+            println!(
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.1} |",
+                us(f.p50),
+                us(f.p99),
+                f.per_second,
+                f.peak_rss_kib as f64 / 1024.0
+            );
+        }
+        println!();
+        println!(
+            "{}: fabric p50 / echo p50 = {:.2} (target <= 1.30; memo off {:.2}); throughput ratio {:.2}; fabric peak RSS {:.1} MiB (target < 20)",
+            stage.name(),
+            us(fabric.p50) / us(echo.p50),
+            us(uncached.p50) / us(echo.p50),
+            fabric.per_second / echo.per_second,
+            fabric.peak_rss_kib as f64 / 1024.0
         );
     }
-    let ratio = us(fabric.p50) / us(echo.p50);
-    println!();
-    println!("fabric p50 / echo p50 = {ratio:.2} (target <= 1.30)");
-    println!(
-        "fabric throughput / echo throughput = {:.2}",
-        fabric.per_second / echo.per_second
-    );
-    println!(
-        "fabric peak RSS = {:.1} MiB (target < 20 MiB)",
-        fabric.peak_rss_kib as f64 / 1024.0
-    );
 }

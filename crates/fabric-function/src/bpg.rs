@@ -11,7 +11,7 @@
 //! `spec.initProvider`, which the provider reads at create and ignores after.
 
 use fabric_model::status::Phase;
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json};
 
 use crate::observed::{as_u32, guest_addresses, Observed};
 use crate::plan::{Plan, Scope};
@@ -45,9 +45,8 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     let snippet_ready = snippet.is_some_and(|s| s.ready);
     let reported_id = snippet
         .and_then(|s| s.at_provider("/id"))
-        .and_then(Json::as_str)
-        .filter(|id| !id.is_empty())
-        .map(str::to_string);
+        .and_then(|v| v.as_str().map(str::to_string))
+        .filter(|id| !id.is_empty());
 
     let mut resources = vec![Desired {
         name: SNIPPET,
@@ -60,8 +59,7 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     // is momentarily not Ready.
     let created_with = vm
         .and_then(|v| v.field("/spec/initProvider/initialization/0/userDataFileId"))
-        .and_then(Json::as_str)
-        .map(str::to_string);
+        .and_then(|v| v.as_str().map(str::to_string));
     let file_id = match (&created_with, snippet_ready, &reported_id) {
         (Some(id), _, _) => Some(id.clone()),
         (None, true, Some(id)) => Some(id.clone()),
@@ -103,8 +101,8 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     });
     let vm_id = vm.and_then(|v| {
         v.at_provider("/vmId")
-            .and_then(as_u32)
-            .or_else(|| v.at_provider("/id").and_then(as_u32))
+            .and_then(|v| as_u32(&v))
+            .or_else(|| v.at_provider("/id").and_then(|v| as_u32(&v)))
     });
     let ip_addresses = vm
         .map(|v| {
@@ -142,100 +140,154 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     }
 }
 
+/// An object from fields, moving the values in. (`json!` would serialise
+/// every interpolated `Value` again, a deep copy per field.)
+fn obj<const N: usize>(fields: [(&str, Json); N]) -> Json {
+    Json::Object(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
+}
+
+fn list(item: Json) -> Json {
+    Json::Array(vec![item])
+}
+
+fn text(s: &str) -> Json {
+    Json::String(s.to_string())
+}
+
 /// The EnvironmentFile holding the user-data snippet.
 pub fn snippet_object(plan: &Plan) -> Json {
-    json!({
-        "apiVersion": file_api_version(plan.scope),
-        "kind": "EnvironmentFile",
-        "spec": {
-            "providerConfigRef": plan.provider_config_ref(),
-            "forProvider": {
-                "contentType": "snippets",
-                "datastoreId": plan.snippet_datastore,
-                "nodeName": plan.node,
-            },
-            "initProvider": {
-                "sourceRaw": [{
-                    "data": plan.user_data,
-                    "fileName": plan.file_name,
-                }],
-            },
-        },
-    })
+    obj([
+        ("apiVersion", text(file_api_version(plan.scope))),
+        ("kind", text("EnvironmentFile")),
+        (
+            "spec",
+            obj([
+                ("providerConfigRef", plan.provider_config_ref()),
+                (
+                    "forProvider",
+                    obj([
+                        ("contentType", text("snippets")),
+                        ("datastoreId", text(&plan.snippet_datastore)),
+                        ("nodeName", text(&plan.node)),
+                    ]),
+                ),
+                (
+                    "initProvider",
+                    obj([(
+                        "sourceRaw",
+                        list(obj([
+                            ("data", text(&plan.user_data)),
+                            ("fileName", text(&plan.file_name)),
+                        ])),
+                    )]),
+                ),
+            ]),
+        ),
+    ])
 }
 
 /// The EnvironmentVM cloned from the template, reading `file_id` as user-data.
 pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
     let mut nic = Map::new();
-    nic.insert("bridge".into(), json!(plan.bridge));
-    nic.insert("model".into(), json!("virtio"));
+    nic.insert("bridge".into(), text(&plan.bridge));
+    nic.insert("model".into(), text("virtio"));
     if let Some(vlan) = plan.vlan {
-        nic.insert("vlanId".into(), json!(vlan));
+        nic.insert("vlanId".into(), Json::from(vlan));
     }
     if let Some(mac) = &plan.mac {
-        nic.insert("macAddress".into(), json!(mac));
+        nic.insert("macAddress".into(), text(mac));
     }
 
     let mut init = Map::new();
-    init.insert("datastoreId".into(), json!(plan.storage));
-    init.insert("userDataFileId".into(), json!(file_id));
-    init.insert("ipConfig".into(), json!([ip_config(plan)]));
+    init.insert("datastoreId".into(), text(&plan.storage));
+    init.insert("userDataFileId".into(), text(file_id));
+    init.insert("ipConfig".into(), list(ip_config(plan)));
     if let Some(dns) = dns(plan) {
-        init.insert("dns".into(), json!([dns]));
+        init.insert("dns".into(), list(dns));
     }
 
-    json!({
-        "apiVersion": vm_api_version(plan.scope),
-        "kind": "EnvironmentVM",
-        "spec": {
-            "providerConfigRef": plan.provider_config_ref(),
-            "forProvider": {
-                "name": plan.hostname,
-                "nodeName": plan.node,
-                "description": plan.description(),
-                "tags": plan.tags,
-                "onBoot": true,
-                "started": true,
-                "agent": [{"enabled": true}],
-                "operatingSystem": [{"type": "l26"}],
-                "cpu": [{"cores": plan.cores, "sockets": plan.sockets}],
-                "memory": [{"dedicated": plan.memory_mib}],
-                "disk": [{
-                    "interface": "scsi0",
-                    "datastoreId": plan.storage,
-                    "size": plan.disk_gib,
-                }],
-                "networkDevice": [Json::Object(nic)],
-            },
-            "initProvider": {
-                "clone": [{
-                    "vmId": plan.template_vm_id,
-                    "full": true,
-                    "datastoreId": plan.storage,
-                }],
-                "initialization": [Json::Object(init)],
-            },
-        },
-    })
+    let tags = Json::Array(plan.tags.iter().map(|t| text(t)).collect());
+    obj([
+        ("apiVersion", text(vm_api_version(plan.scope))),
+        ("kind", text("EnvironmentVM")),
+        (
+            "spec",
+            obj([
+                ("providerConfigRef", plan.provider_config_ref()),
+                (
+                    "forProvider",
+                    obj([
+                        ("name", text(&plan.hostname)),
+                        ("nodeName", text(&plan.node)),
+                        ("description", Json::String(plan.description())),
+                        ("tags", tags),
+                        ("onBoot", Json::Bool(true)),
+                        ("started", Json::Bool(true)),
+                        ("agent", list(obj([("enabled", Json::Bool(true))]))),
+                        ("operatingSystem", list(obj([("type", text("l26"))]))),
+                        (
+                            "cpu",
+                            list(obj([
+                                ("cores", Json::from(plan.cores)),
+                                ("sockets", Json::from(plan.sockets)),
+                            ])),
+                        ),
+                        (
+                            "memory",
+                            list(obj([("dedicated", Json::from(plan.memory_mib))])),
+                        ),
+                        (
+                            "disk",
+                            list(obj([
+                                ("interface", text("scsi0")),
+                                ("datastoreId", text(&plan.storage)),
+                                ("size", Json::from(plan.disk_gib)),
+                            ])),
+                        ),
+                        ("networkDevice", list(Json::Object(nic))),
+                    ]),
+                ),
+                (
+                    "initProvider",
+                    obj([
+                        (
+                            "clone",
+                            list(obj([
+                                ("vmId", Json::from(plan.template_vm_id)),
+                                ("full", Json::Bool(true)),
+                                ("datastoreId", text(&plan.storage)),
+                            ])),
+                        ),
+                        ("initialization", list(Json::Object(init))),
+                    ]),
+                ),
+            ]),
+        ),
+    ])
 }
 
 /// `initialization[0].ipConfig[0]`: the static addresses, or DHCP.
 fn ip_config(plan: &Plan) -> Json {
     let entry = |addr: &str, gw: &Option<String>| {
         let mut m = Map::new();
-        m.insert("address".into(), json!(addr));
+        m.insert("address".into(), text(addr));
         if let Some(g) = gw {
-            m.insert("gateway".into(), json!(g));
+            m.insert("gateway".into(), text(g));
         }
         Json::Object(m)
     };
     let mut cfg = Map::new();
     match &plan.ipv4 {
-        Some((addr, gw)) => cfg.insert("ipv4".into(), json!([entry(addr, gw)])),
-        None => cfg.insert("ipv4".into(), json!([{"address": "dhcp"}])),
+        Some((addr, gw)) => cfg.insert("ipv4".into(), list(entry(addr, gw))),
+        None => cfg.insert("ipv4".into(), list(obj([("address", text("dhcp"))]))),
     };
     if let Some((addr, gw)) = &plan.ipv6 {
-        cfg.insert("ipv6".into(), json!([entry(addr, gw)]));
+        cfg.insert("ipv6".into(), list(entry(addr, gw)));
     }
     Json::Object(cfg)
 }
@@ -247,11 +299,14 @@ fn dns(plan: &Plan) -> Option<Json> {
     }
     let mut m = Map::new();
     if !plan.dns.is_empty() {
-        m.insert("servers".into(), json!(plan.dns));
+        m.insert(
+            "servers".into(),
+            Json::Array(plan.dns.iter().map(|d| text(d)).collect()),
+        );
     }
     if !plan.search_domains.is_empty() {
         // Proxmox keeps search domains as one space-separated string.
-        m.insert("domain".into(), json!(plan.search_domains.join(" ")));
+        m.insert("domain".into(), Json::String(plan.search_domains.join(" ")));
     }
     Some(Json::Object(m))
 }

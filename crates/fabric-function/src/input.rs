@@ -6,6 +6,7 @@
 //! input CRD ships), and every problem names its field path under `input.`.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 
 use fabric_model::schema;
 use fabric_model::source::Node;
@@ -172,6 +173,10 @@ pub struct BootstrapInput {
     pub fabric_flake: Option<String>,
 }
 
+/// Generated once: schemars builds it anew on every call otherwise, which
+/// cost more than the rest of reading the input.
+static INPUT_SCHEMA: LazyLock<Json> = LazyLock::new(schema::schema_for::<InputSpec>);
+
 /// Reads the pipeline step's input. No input means every default (and no
 /// templates, so every image is then unknown).
 pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
@@ -198,7 +203,7 @@ pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
     };
     let checked = schema::check(
         &node,
-        &schema::schema_for::<InputSpec>(),
+        &INPUT_SCHEMA,
         &schema::FieldPath::root("input"),
         &root,
         &mut diags,

@@ -26,6 +26,7 @@
 pub mod bpg;
 pub mod input;
 pub mod keys;
+pub mod memo;
 pub mod observed;
 pub mod plan;
 pub mod terraform;
@@ -33,13 +34,14 @@ pub mod xrd;
 
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fabric_model::status::{MachineStatus, Phase};
 use fabric_model::{Diagnostic, Machine, Severity};
 use function_sdk_rust::proto::v1::function_runner_service_server::FunctionRunnerService;
 use function_sdk_rust::proto::v1::{Ready, RunFunctionRequest, RunFunctionResponse};
-use function_sdk_rust::resource::{json_to_pb, json_to_struct, set_ready, struct_to_json};
+use function_sdk_rust::resource::{json_to_pb, set_ready, struct_to_json};
 use function_sdk_rust::{request, response};
 use serde_json::Value as Json;
 
@@ -122,9 +124,21 @@ pub const OWNED: [&str; 3] = [bpg::SNIPPET, bpg::VM, terraform::WORKSPACE];
 
 /// Runs the function on one request. Never panics on any input; every
 /// failure is a Fatal result naming the field path.
+///
+/// Validation and rendering are remembered between calls with the same
+/// inputs ([`memo`]); [`run_uncached`] does all the work every time.
 pub fn run(req: &RunFunctionRequest) -> RunFunctionResponse {
+    run_with(req, Some(memo::global()))
+}
+
+/// [`run`] without the memo: every call validates and renders anew.
+pub fn run_uncached(req: &RunFunctionRequest) -> RunFunctionResponse {
+    run_with(req, None)
+}
+
+fn run_with(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {
     let mut rsp = response::to(req, TTL);
-    if let Err(failure) = compose(req, &mut rsp) {
+    if let Err(failure) = compose(req, &mut rsp, memo) {
         // Crossplane applies nothing from a response with a Fatal result, so
         // the resources other steps desired are not dropped either way; but
         // a response that says nothing new is the least surprising one.
@@ -136,7 +150,11 @@ pub fn run(req: &RunFunctionRequest) -> RunFunctionResponse {
     rsp
 }
 
-fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<(), Failure> {
+fn compose(
+    req: &RunFunctionRequest,
+    rsp: &mut RunFunctionResponse,
+    memo: Option<&memo::Memo>,
+) -> Result<(), Failure> {
     let input_json = req.input.as_ref().map(struct_to_json);
     let input = input::parse(input_json.as_ref()).map_err(Failure)?;
     let xr = request::observed_composite(req)
@@ -149,19 +167,30 @@ fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<()
                 "Crossplane sends the Machine being composed; with fabric compose, pass the Machine manifest",
             )
         })?;
-    let machine = Machine::from_json(&xr).map_err(|diags| {
-        if diags.iter().any(Diagnostic::is_error) {
-            Failure(diags)
-        } else {
-            // The model refused without saying why (seen for `spec: null`);
-            // a Fatal result must still name where to look.
-            Failure::invalid(
-                "spec",
-                "the Machine was refused without a diagnostic; its spec is probably empty or null",
-                "write the machine's spec: hostname, image, nix.flakeRef, bootstrap keys",
-            )
+    let machine_key = memo::MachineKey::of(&xr);
+    let machine = match memo.and_then(|m| m.machine(&machine_key)) {
+        Some(machine) => machine,
+        None => {
+            let machine = Arc::new(Machine::from_json(&xr).map_err(|diags| {
+                if diags.iter().any(Diagnostic::is_error) {
+                    Failure(diags)
+                } else {
+                    // The model refused without saying why (seen for
+                    // `spec: null`); a Fatal result must still name where
+                    // to look.
+                    Failure::invalid(
+                        "spec",
+                        "the Machine was refused without a diagnostic; its spec is probably empty or null",
+                        "write the machine's spec: hostname, image, nix.flakeRef, bootstrap keys",
+                    )
+                }
+            })?);
+            if let Some(memo) = memo {
+                memo.remember_machine(machine_key.clone(), machine.clone());
+            }
+            machine
         }
-    })?;
+    };
     let observed = Observed::from_request(req);
     let prior_phase = xr
         .pointer("/status/phase")
@@ -199,49 +228,59 @@ fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<()
         }
     };
 
-    let opts = fabric_cloudinit::RenderOptions {
-        fabric_flake: input
-            .bootstrap
-            .fabric_flake
-            .clone()
-            .unwrap_or_else(|| fabric_cloudinit::DEFAULT_FABRIC_FLAKE.to_string()),
+    let plan_key = memo::PlanKey {
+        input: input_json.clone().unwrap_or(Json::Null),
+        secret_keys: secret_keys
+            .as_ref()
+            .map(|keys| keys.iter().map(|k| k.openssh().to_string()).collect()),
     };
-    let user_data = fabric_cloudinit::render_user_data(&machine, secret_keys.as_deref(), &opts)
-        .map_err(|e| {
-            let path = match e {
-                fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
-                _ => "spec.bootstrap",
-            };
-            Failure(vec![Diagnostic::error(path, None, e.to_string())])
-        })?;
-    let plan = Plan::new(&machine, xr.get("spec"), &input, user_data)?;
+    let plan = match memo.and_then(|m| m.plan(&machine_key, &plan_key)) {
+        Some(plan) => plan,
+        None => {
+            let plan = Arc::new(make_plan(&machine, &xr, &input, secret_keys.as_deref())?);
+            if let Some(memo) = memo {
+                memo.remember_plan(&machine_key, plan_key, plan.clone());
+            }
+            plan
+        }
+    };
     let composed = match input.backend {
         Backend::Bpg => bpg::compose(&plan, &observed),
         Backend::Terraform => terraform::compose(&plan, &observed),
     };
 
-    for d in &composed.resources {
-        let Json::Object(object) = &d.object else {
+    let desired_names: Vec<&'static str> = composed.resources.iter().map(|d| d.name).collect();
+    let Composed {
+        resources,
+        phase,
+        vm_ready,
+        vm_id,
+        ip_addresses,
+        user_data_file_id,
+        message,
+    } = composed;
+    for d in resources {
+        let Json::Object(object) = d.object else {
             continue;
         };
         let desired = response::desired_composed(rsp, d.name);
         // Fabric owns these names: the object is replaced, not merged, so a
         // field Fabric stopped setting is not kept alive by an old response.
-        desired.resource = Some(json_to_struct(object));
+        desired.resource = Some(into_struct(object));
         set_ready(desired, if d.ready { Ready::True } else { Ready::False });
     }
     // A name Fabric owns but no longer composes (the backend changed) goes.
     if let Some(desired) = rsp.desired.as_mut() {
         desired.resources.retain(|name, _| {
-            !OWNED.contains(&name.as_str()) || composed.resources.iter().any(|d| d.name == name)
+            !OWNED.contains(&name.as_str()) || desired_names.contains(&name.as_str())
         });
     }
     let status = MachineStatus {
-        phase: Some(composed.phase),
-        vm_id: composed.vm_id,
+        phase: Some(phase),
+        vm_id,
         node: Some(plan.node.clone()),
-        ip_addresses: composed.ip_addresses.clone(),
-        user_data_file_id: composed.user_data_file_id.clone(),
+        ip_addresses,
+        user_data_file_id,
         instance_id: Some(plan.instance_id.clone()),
     };
     report(
@@ -249,10 +288,10 @@ fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<()
         &machine,
         &status,
         prior_phase.as_deref(),
-        &composed.message,
-        composed.vm_ready,
+        &message,
+        vm_ready,
     );
-    if !composed.vm_ready {
+    if !vm_ready {
         // The XR is Ready when the VM is, not when the snippet alone is.
         set_ready(response::desired_composite(rsp), Ready::False);
     }
@@ -268,10 +307,61 @@ fn compose(req: &RunFunctionRequest, rsp: &mut RunFunctionResponse) -> Result<()
     tracing::debug!(
         xr = %machine.name,
         backend = input.backend.as_str(),
-        phase = composed.phase.as_str(),
+        phase = phase.as_str(),
         "composed"
     );
     Ok(())
+}
+
+/// JSON to a protobuf Struct, moving strings rather than copying them (the
+/// snippet carries the whole user-data).
+fn into_struct(map: serde_json::Map<String, Json>) -> pbjson_types::Struct {
+    pbjson_types::Struct {
+        fields: map.into_iter().map(|(k, v)| (k, into_pb(v))).collect(),
+    }
+}
+
+fn into_pb(v: Json) -> pbjson_types::Value {
+    use pbjson_types::value::Kind;
+    let kind = match v {
+        Json::Null => Kind::NullValue(0),
+        Json::Bool(b) => Kind::BoolValue(b),
+        Json::Number(n) => match n.as_f64() {
+            Some(f) => Kind::NumberValue(f),
+            None => Kind::NullValue(0),
+        },
+        Json::String(s) => Kind::StringValue(s),
+        Json::Array(items) => Kind::ListValue(pbjson_types::ListValue {
+            values: items.into_iter().map(into_pb).collect(),
+        }),
+        Json::Object(m) => Kind::StructValue(into_struct(m)),
+    };
+    pbjson_types::Value { kind: Some(kind) }
+}
+
+/// Renders the user-data and resolves the plan: the expensive part of a call.
+fn make_plan(
+    machine: &Machine,
+    xr: &Json,
+    input: &input::InputSpec,
+    secret_keys: Option<&[fabric_model::AuthorizedKey]>,
+) -> Result<Plan, Failure> {
+    let opts = fabric_cloudinit::RenderOptions {
+        fabric_flake: input
+            .bootstrap
+            .fabric_flake
+            .clone()
+            .unwrap_or_else(|| fabric_cloudinit::DEFAULT_FABRIC_FLAKE.to_string()),
+    };
+    let user_data =
+        fabric_cloudinit::render_user_data(machine, secret_keys, &opts).map_err(|e| {
+            let path = match e {
+                fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
+                _ => "spec.bootstrap",
+            };
+            Failure(vec![Diagnostic::error(path, None, e.to_string())])
+        })?;
+    Plan::new(machine, xr.get("spec"), input, user_data)
 }
 
 /// Writes the XR status and conditions (state, on every call) and results

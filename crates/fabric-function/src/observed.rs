@@ -5,47 +5,61 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use function_sdk_rust::proto::v1::{Resource, RunFunctionRequest};
-use function_sdk_rust::resource::{get_condition, struct_to_json};
+use function_sdk_rust::resource::{get_condition, pb_to_json};
+use pbjson_types::value::Kind;
+use pbjson_types::{Struct, Value as PbValue};
 use serde_json::Value as Json;
 
 /// One observed composed resource.
+///
+/// Kept as the protobuf Struct Crossplane sent: an observed snippet carries
+/// the whole user-data, and converting every object to JSON on every call
+/// cost more than reading the few fields Fabric needs.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ObservedResource {
-    /// The object as JSON.
-    pub object: Json,
+pub struct ObservedResource<'a> {
+    object: &'a Struct,
     /// Its `Ready` condition is `True`.
     pub ready: bool,
 }
 
-impl ObservedResource {
-    fn from_resource(r: &Resource) -> Option<Self> {
-        let object = struct_to_json(r.resource.as_ref()?);
+impl<'a> ObservedResource<'a> {
+    fn from_resource(r: &'a Resource) -> Option<Self> {
+        let object = r.resource.as_ref()?;
         let ready = get_condition(Some(r), "Ready").status == "True";
         Some(Self { object, ready })
     }
 
     /// A field under `status.atProvider`, by JSON pointer (e.g. `/id`).
-    pub fn at_provider(&self, pointer: &str) -> Option<&Json> {
-        self.object
-            .pointer("/status/atProvider")
-            .and_then(|a| a.pointer(pointer))
+    pub fn at_provider(&self, pointer: &str) -> Option<Json> {
+        self.field(&format!("/status/atProvider{pointer}"))
     }
 
-    /// Any field, by JSON pointer from the object's root.
-    pub fn field(&self, pointer: &str) -> Option<&Json> {
-        self.object.pointer(pointer)
+    /// Any field, by JSON pointer from the object's root (`/` separated
+    /// keys and list indices; no `~` escapes are needed for Fabric's paths).
+    pub fn field(&self, pointer: &str) -> Option<Json> {
+        let mut parts = pointer.split('/').skip(1);
+        let first = parts.next()?;
+        let mut cur: &PbValue = self.object.fields.get(first)?;
+        for part in parts {
+            cur = match cur.kind.as_ref()? {
+                Kind::StructValue(s) => s.fields.get(part)?,
+                Kind::ListValue(l) => l.values.get(part.parse::<usize>().ok()?)?,
+                _ => return None,
+            };
+        }
+        Some(pb_to_json(cur))
     }
 }
 
 /// The observed composed resources by their composition name.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Observed {
-    resources: HashMap<String, ObservedResource>,
+pub struct Observed<'a> {
+    resources: HashMap<&'a str, ObservedResource<'a>>,
 }
 
-impl Observed {
+impl<'a> Observed<'a> {
     /// Reads the request's observed composed resources.
-    pub fn from_request(req: &RunFunctionRequest) -> Self {
+    pub fn from_request(req: &'a RunFunctionRequest) -> Self {
         let resources = req
             .observed
             .as_ref()
@@ -53,7 +67,7 @@ impl Observed {
                 o.resources
                     .iter()
                     .filter_map(|(name, r)| {
-                        ObservedResource::from_resource(r).map(|o| (name.clone(), o))
+                        ObservedResource::from_resource(r).map(|o| (name.as_str(), o))
                     })
                     .collect()
             })
@@ -62,7 +76,7 @@ impl Observed {
     }
 
     /// The resource composed under `name`, once Crossplane has observed it.
-    pub fn get(&self, name: &str) -> Option<&ObservedResource> {
+    pub fn get(&self, name: &str) -> Option<&ObservedResource<'a>> {
         self.resources.get(name)
     }
 
@@ -92,7 +106,7 @@ pub fn as_u32(value: &Json) -> Option<u32> {
 /// Guest addresses worth showing: every address the agent reported (as a
 /// list, or a list of per-interface lists) except loopback and link-local,
 /// without duplicates, in reported order.
-pub fn guest_addresses(lists: &[Option<&Json>]) -> Vec<String> {
+pub fn guest_addresses(lists: &[Option<Json>]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut push = |v: &Json| {
         let Some(text) = v.as_str() else { return };
@@ -145,7 +159,7 @@ mod tests {
         let v4 = json!([["127.0.0.1"], ["10.0.1.10", "169.254.3.1"], ["10.0.1.10"]]);
         let v6 = json!([["::1"], ["fe80::1", "fd00::10"], "not an address", 7]);
         assert_eq!(
-            guest_addresses(&[Some(&v4), Some(&v6), None]),
+            guest_addresses(&[Some(v4), Some(v6), None]),
             vec!["10.0.1.10".to_string(), "fd00::10".to_string()]
         );
     }

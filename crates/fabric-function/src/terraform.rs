@@ -33,11 +33,10 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     let ws = observed.get(WORKSPACE);
     let ready = ws.is_some_and(|w| w.ready);
     let output = |name: &str| ws.and_then(|w| w.at_provider(&format!("/outputs/{name}")));
-    let vm_id = output("vm_id").and_then(as_u32);
+    let vm_id = output("vm_id").and_then(|v| as_u32(&v));
     let ip_addresses = guest_addresses(&[output("ipv4_addresses"), output("ipv6_addresses")]);
-    let user_data_file_id = output("user_data_file_id")
-        .and_then(Json::as_str)
-        .map(str::to_string);
+    let user_data_file_id =
+        output("user_data_file_id").and_then(|v| v.as_str().map(str::to_string));
     let (phase, message) = if ready {
         (
             Phase::Running,

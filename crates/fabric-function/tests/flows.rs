@@ -715,3 +715,100 @@ fn no_key_material_reaches_the_logs() {
         assert!(!logs.contains(secret_text), "{secret_text} logged: {logs}");
     }
 }
+
+#[test]
+fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
+    use fabric_function::run_uncached;
+    let xr = machine_with_secret();
+    let own = |line: &str| secret("team-a", "admin-keys", line);
+    let snippet_ready = {
+        let first = run_uncached(&with_required(
+            request(&xr, Some(&input("bpg")), &[]),
+            keys::REQUIREMENT,
+            &[own(&secret_key_line())],
+        ));
+        observed_ready(
+            &desired(&first, bpg::SNIPPET).unwrap_or_default(),
+            json!({"id": "local:snippets/x.yaml"}),
+        )
+    };
+    let requests = [
+        with_required(
+            request(&xr, Some(&input("bpg")), &[]),
+            keys::REQUIREMENT,
+            &[own(&secret_key_line())],
+        ),
+        with_required(
+            request(
+                &xr,
+                Some(&input("bpg")),
+                &[(bpg::SNIPPET, snippet_ready.clone())],
+            ),
+            keys::REQUIREMENT,
+            &[own(&secret_key_line())],
+        ),
+        with_required(
+            request(&xr, Some(&input("terraform")), &[]),
+            keys::REQUIREMENT,
+            &[own(&secret_key_line())],
+        ),
+        request(&machine(), Some(&input("bpg")), &[]),
+        request(&xmachine(), Some(&input("terraform")), &[]),
+    ];
+    for req in &requests {
+        let fresh = run_uncached(req);
+        assert_eq!(run(req), fresh, "first call");
+        assert_eq!(run(req), fresh, "remembered call");
+    }
+
+    // A changed spec, input or Secret is a different plan at once.
+    let mut bigger = machine();
+    bigger["spec"]["cpu"]["cores"] = json!(6);
+    let first = run(&request(&machine(), Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let obs = [(
+        bpg::SNIPPET,
+        observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+    )];
+    let vm = |rsp: &function_sdk_rust::proto::v1::RunFunctionResponse| {
+        desired(rsp, bpg::VM).unwrap_or_default()
+    };
+    assert_eq!(
+        vm(&run(&request(&machine(), Some(&input("bpg")), &obs)))["spec"]["forProvider"]["cpu"][0]
+            ["cores"],
+        json!(2)
+    );
+    assert_eq!(
+        vm(&run(&request(&bigger, Some(&input("bpg")), &obs)))["spec"]["forProvider"]["cpu"][0]
+            ["cores"],
+        json!(6)
+    );
+    let mut other_template = input("bpg");
+    other_template["templates"]["nixos-template"] = json!(9100);
+    assert_eq!(
+        vm(&run(&request(&machine(), Some(&other_template), &obs)))["spec"]["initProvider"]
+            ["clone"][0]["vmId"],
+        json!(9100)
+    );
+    let data = |rsp: &function_sdk_rust::proto::v1::RunFunctionResponse| {
+        desired(rsp, bpg::SNIPPET).unwrap_or_default()["spec"]["initProvider"]["sourceRaw"][0]
+            ["data"]
+            .clone()
+    };
+    let with_key = run(&with_required(
+        request(&xr, Some(&input("bpg")), &[]),
+        keys::REQUIREMENT,
+        &[own(&secret_key_line())],
+    ));
+    let with_other = run(&with_required(
+        request(&xr, Some(&input("bpg")), &[]),
+        keys::REQUIREMENT,
+        &[own(KEY_A)],
+    ));
+    assert!(data(&with_key)
+        .as_str()
+        .is_some_and(|d| d.contains(SECRET_KEY_BODY)));
+    assert!(data(&with_other)
+        .as_str()
+        .is_some_and(|d| !d.contains(SECRET_KEY_BODY) && d.contains("alice@laptop")));
+}

@@ -26,8 +26,13 @@ use fabric_converge::bootstrap::bootstrap;
 use fabric_converge::process::Cancel;
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list; nothing to list.
+    // `cargo bench` passes --bench; `cargo test --all-targets` does not, and
+    // a test run is no place for timings.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "converge benchmarks: run them with `cargo bench -p fabric-converge --bench converge`"
+        );
+        return;
     }
     common::require_nix();
     println!(

@@ -213,10 +213,9 @@ impl Agent {
         let result = self.cycle_inner();
         match &result {
             CycleResult::NoChange { revision } => {
-                tracing::info!(revision = %revision, "remote has not moved; nothing to do")
+                tracing::info!("remote has not moved from {}; nothing to do", revision.short())
             }
             CycleResult::SkippedRejected { revision, reason } => tracing::info!(
-                revision = %revision,
                 "head {} was rejected ({reason}); waiting for the remote to move (or use --retry-rejected)",
                 revision.short()
             ),
@@ -226,22 +225,24 @@ impl Agent {
                 outcome,
                 reboot_needed,
             } => {
-                tracing::info!(revision = %revision, toplevel = %store_path, reboot_needed, "deployed ({outcome})")
+                tracing::info!(
+                    "deployed {revision} ({outcome}): {store_path}{}",
+                    if *reboot_needed { ", reboot needed" } else { "" }
+                )
             }
             CycleResult::Rejected {
                 revision,
                 outcome,
                 failure,
             } => tracing::error!(
-                revision = %revision, phase = %failure.phase, command = failure.command.as_deref().unwrap_or(""),
-                "revision {} rejected ({outcome}): {}{}",
-                revision.short(),
+                "revision {revision} rejected ({outcome}) in phase {}: {}{}{}",
+                failure.phase,
                 failure.message,
+                failure.command.as_deref().map(|c| format!("\ncommand: {c}")).unwrap_or_default(),
                 if failure.tail.is_empty() { String::new() } else { format!("\n{}", failure.tail.trim_end()) }
             ),
             CycleResult::RollbackFailed { revision, failure } => tracing::error!(
-                revision = %revision,
-                "ROLLBACK FAILED, the machine needs attention: {}",
+                "ROLLBACK FAILED for {revision}, the machine needs attention: {}",
                 failure.message
             ),
             CycleResult::RemoteFailed { message } => {
@@ -374,7 +375,7 @@ impl Agent {
         head: Revision,
         running: Option<StorePath>,
     ) -> CycleResult {
-        tracing::info!(revision = %head, "remote moved to {}; building it", head.short());
+        tracing::info!("remote moved to {head}; building it");
         let mut d = Deployment::start(Phase::Build);
         d.revision = Some(head.clone());
         st.record(&d);
@@ -420,7 +421,7 @@ impl Agent {
         let path = self.state_path();
         let activation = {
             let mut on_phase = |phase: Phase| {
-                tracing::info!(phase = %phase, revision = %head, "{phase}");
+                tracing::info!("{}: {phase}", head.short());
                 d.phase = phase;
                 st.record(&d);
                 if let Err(e) = state::save(&path, st) {
@@ -451,7 +452,7 @@ impl Agent {
                     return r;
                 }
                 if let Some(reason) = &activation.reboot_reason {
-                    tracing::warn!(revision = %head, "reboot needed: {reason}");
+                    tracing::warn!("reboot needed for {}: {reason}", head.short());
                     if self.opts.reboot == RebootPolicy::WhenNeeded {
                         self.reboot();
                     }

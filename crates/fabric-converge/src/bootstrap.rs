@@ -138,7 +138,7 @@ struct Run {
 
 impl Run {
     fn enter(&mut self, phase: Phase) -> Result<(), StateError> {
-        tracing::info!(phase = %phase, "bootstrap: {phase}");
+        tracing::info!("bootstrap: {phase}");
         self.deployment.phase = phase;
         self.state.record(&self.deployment);
         state::save(&self.path, &self.state)
@@ -260,7 +260,7 @@ pub fn bootstrap(
 
     run.enter(Phase::Build)?;
     let installable = nix::toplevel_installable(&target.flake, &revision);
-    tracing::info!(revision = %revision, "building {installable}");
+    tracing::info!("building {installable}");
     let build_started = Instant::now();
     let built = nix::build(runner, &installable, opts.build_timeout, cancel);
     run.deployment.build_seconds = Some(build_started.elapsed().as_secs_f64());
@@ -297,7 +297,7 @@ pub fn bootstrap(
         let state = &mut run.state;
         let deployment = &mut run.deployment;
         let mut on_phase = |phase: Phase| {
-            tracing::info!(phase = %phase, "bootstrap: {phase}");
+            tracing::info!("bootstrap: {phase}");
             deployment.phase = phase;
             state.record(deployment);
             if let Err(e) = state::save(&path, state) {
@@ -337,7 +337,7 @@ pub fn bootstrap(
     }
     disable_unit(opts, runner);
     drop(lock);
-    tracing::info!(revision = %revision, toplevel = %toplevel, "bootstrap complete");
+    tracing::info!("bootstrap complete: {revision} {toplevel}");
     Ok(BootstrapReport::Completed {
         revision,
         store_path: toplevel,

@@ -240,7 +240,11 @@ impl Activator {
         };
 
         on_phase(Phase::Rollback);
-        tracing::warn!(phase = %failure.phase, "{}; rolling back", failure.message);
+        tracing::warn!(
+            "{} (phase {}); rolling back",
+            failure.message,
+            failure.phase
+        );
         match self.rollback(runner, previous, prior.as_ref(), &cancel) {
             Ok((reactivated, note)) => {
                 let mut f = failure;
@@ -321,7 +325,7 @@ impl Activator {
         cancel: &Cancel,
     ) -> Result<bool, Failure> {
         let cmd = self.switch_command(toplevel, action);
-        tracing::info!(toplevel = %toplevel, "activating: {}", cmd.display());
+        tracing::info!("activating: {}", cmd.display());
         let out = runner
             .run_status(&cmd, cancel)
             .map_err(|e| failure(Phase::Switch, "switch-to-configuration could not run", &e))?;
@@ -374,7 +378,7 @@ impl Activator {
         for check in &self.health_checks {
             let cmd = check.command(self.health_timeout);
             match runner.run(&cmd, cancel) {
-                Ok(_) => tracing::info!(check = %check.as_str(), "health check passed"),
+                Ok(_) => tracing::info!("health check passed: {}", check.as_str()),
                 Err(e) => {
                     return Err(failure(
                         Phase::Health,
@@ -428,7 +432,7 @@ impl Activator {
         })?;
         match self.switch(runner, previous, SwitchAction::Switch, cancel) {
             Ok(_) => {
-                tracing::warn!(toplevel = %previous, "rolled back to the previous generation");
+                tracing::warn!("rolled back to the previous generation {previous}");
                 Ok((true, None))
             }
             // The previous generation is what ran before; failed units in it

@@ -253,8 +253,9 @@ pub fn wait_for_head(
         let err = match query.head(runner, per_call, cancel) {
             Ok(rev) => {
                 tracing::info!(
-                    remote = %query.url, git_ref = %query.git_ref, revision = %rev, attempt,
-                    "remote {} answered: {} is at {}", query.url, query.git_ref, rev
+                    "remote {} answered: {} is at {rev} (attempt {attempt})",
+                    query.url,
+                    query.git_ref
                 );
                 return Ok((rev, attempt));
             }
@@ -264,7 +265,11 @@ pub fn wait_for_head(
         let waited = start.elapsed();
         let delay = backoff.delay(attempt);
         if waited + delay >= backoff.timeout {
-            tracing::error!(remote = %query.url, attempt, "giving up on {}: {}", query.url, first_line(&err));
+            tracing::error!(
+                "giving up on {} after attempt {attempt}: {}",
+                query.url,
+                first_line(&err)
+            );
             return Err(RemoteError::TimedOut {
                 url: query.url.clone(),
                 attempts: attempt,
@@ -273,7 +278,6 @@ pub fn wait_for_head(
             });
         }
         tracing::warn!(
-            remote = %query.url, git_ref = %query.git_ref, attempt,
             "waiting for flake remote {} (ref {}): attempt {attempt} failed: {}; next try in {:.1}s, {} of {} spent",
             query.url,
             query.git_ref,
@@ -288,12 +292,18 @@ pub fn wait_for_head(
     }
 }
 
-/// The most telling line of an error: for a failed git, its last stderr line.
+/// The most telling line of an error: for a failed git, its first
+/// `fatal:`/`error:` line (git ends with boilerplate such as "and the
+/// repository exists."), else its last non-empty line.
 fn first_line(e: &RemoteError) -> String {
     let tail = e.tail();
-    let last = tail.lines().rev().find(|l| !l.trim().is_empty());
-    match (e, last) {
-        (RemoteError::Command(CommandError::Exit { .. }), Some(l)) => l.trim().to_string(),
+    let telling = tail
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("fatal:") || l.starts_with("error:"))
+        .or_else(|| tail.lines().map(str::trim).rev().find(|l| !l.is_empty()));
+    match (e, telling) {
+        (RemoteError::Command(CommandError::Exit { .. }), Some(l)) => l.to_string(),
         (RemoteError::Command(c), _) => c.summary(),
         _ => e.to_string().lines().next().unwrap_or_default().to_string(),
     }
@@ -354,6 +364,19 @@ mod tests {
         let spread: std::collections::HashSet<u128> =
             (0..20).map(|_| b.delay(4).as_micros()).collect();
         assert!(spread.len() > 1, "jitter must vary the delay");
+    }
+
+    #[test]
+    fn progress_names_the_telling_git_line() {
+        let e = RemoteError::Command(CommandError::Exit {
+            command: "git ls-remote -- file:///x main".into(),
+            code: Some(128),
+            tail: "fatal: '/x' does not appear to be a git repository\nfatal: Could not read from remote repository.\n\nPlease make sure you have the correct access rights\nand the repository exists.\n".into(),
+        });
+        assert_eq!(
+            first_line(&e),
+            "fatal: '/x' does not appear to be a git repository"
+        );
     }
 
     #[test]

@@ -488,3 +488,51 @@ fn refuses_what_it_cannot_follow_with_a_usage_error() {
     assert!(runner.started().is_empty(), "{:?}", runner.started());
     assert!(!f.marker().exists());
 }
+
+#[test]
+fn logs_one_progress_line_per_attempt_while_waiting() {
+    use std::io::BufRead;
+    common::require_nix();
+    let f = Fixture::new();
+    f.write_target(0o644); // the repository does not exist yet
+    let root = f.root.display().to_string();
+    let mut child = f
+        .driver(&["bootstrap", &root])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut attempts = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if line.contains("waiting for flake remote") {
+            attempts.push(line);
+            if attempts.len() == 2 {
+                break;
+            }
+        }
+    }
+    f.commit(&Gen::new("v1"));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{rest:?}");
+    let url = format!("file://{}", f.repo.display());
+    for (i, line) in attempts.iter().enumerate() {
+        assert!(
+            line.contains(&format!(
+                "waiting for flake remote {url} (ref main): attempt {} failed: fatal: ",
+                i + 1
+            )),
+            "{line}"
+        );
+        assert!(line.contains("; next try in "), "{line}");
+        assert!(line.contains(" of 30m spent"), "{line}");
+    }
+    assert!(
+        rest.iter()
+            .any(|l| l.contains(&format!("remote {url} answered: main is at "))),
+        "{rest:?}"
+    );
+}

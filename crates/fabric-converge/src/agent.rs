@@ -316,6 +316,7 @@ impl Agent {
             Err(r) => return r,
         };
         st.flake = Some(flake.as_str().to_string());
+        self.clear_reboot_after_reboot(&mut st);
         let query = match RemoteQuery::for_flake(&flake) {
             Ok(q) => q,
             Err(e) => {
@@ -525,6 +526,19 @@ impl Agent {
         st.record(&d);
         let _ = self.save(st);
         CycleResult::Cancelled
+    }
+
+    /// A reboot into the current generation settles "reboot needed":
+    /// `/run/booted-system` then is the generation fabric deployed.
+    fn clear_reboot_after_reboot(&self, st: &mut State) {
+        if !st.reboot_needed {
+            return;
+        }
+        let booted = nix::read_store_link(&self.opts.root.join(layout::BOOTED_SYSTEM));
+        if booted.is_some() && booted.as_ref() == st.current.as_ref().map(|c| &c.store_path) {
+            tracing::info!("booted into the current generation: no reboot needed any more");
+            st.reboot_needed = false;
+        }
     }
 
     fn reboot(&self) {

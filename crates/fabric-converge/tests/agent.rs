@@ -328,6 +328,16 @@ fn reboot_needed_is_reported_and_acted_on_when_asked() {
         Some("systemctl reboot")
     );
 
+    // Rebooting into it settles it, without a deployment.
+    let v3 = f.current_system().unwrap();
+    std::fs::remove_file(f.root.join("run/booted-system")).unwrap();
+    std::os::unix::fs::symlink(&v3, f.root.join("run/booted-system")).unwrap();
+    let r = agent(f.agent_opts(), &f.runner()).cycle();
+    assert!(matches!(r, CycleResult::NoChange { .. }), "{r:?}");
+    assert!(!status::status(&f.root()).reboot_needed);
+    std::fs::remove_file(f.root.join("run/booted-system")).unwrap();
+    std::os::unix::fs::symlink(&v1, f.root.join("run/booted-system")).unwrap();
+
     // Same kernel as booted and a clean switch: no reboot needed.
     f.commit(&Gen::new("v4"));
     let r = agent(f.agent_opts(), &f.runner()).cycle();

@@ -60,7 +60,7 @@ pub struct Args {
     /// The flake reference to follow, e.g.
     /// git+https://github.com/org/fleet?ref=main#dns01. Default: the flake
     /// target file, re-read every cycle.
-    #[arg(long, value_name = "REF")]
+    #[arg(long, value_name = "REF", value_parser = parse_flake)]
     pub flake: Option<FlakeRef>,
 
     /// The flake target file used when --flake is not given (a path on the
@@ -116,6 +116,12 @@ pub struct Args {
     /// With --once, print the cycle result as JSON on stdout.
     #[arg(long, requires = "once")]
     pub json: bool,
+}
+
+/// A flake reference as the Machine API reads it; the error says what would
+/// be right.
+fn parse_flake(text: &str) -> Result<FlakeRef, String> {
+    FlakeRef::parse(text).map_err(|e| format!("{}; {}", e.message(), e.hint()))
 }
 
 /// `--reboot`.
@@ -254,5 +260,56 @@ fn one_line(r: &CycleResult) -> String {
         CycleResult::StateFailed { message } => format!("state: {message}"),
         CycleResult::Busy { holder } => format!("busy: pid {holder} holds the converge lock"),
         CycleResult::Cancelled => "cancelled".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn contract_flags_and_defaults() {
+        let a = Cli::try_parse_from(["agent"]).unwrap().args;
+        assert_eq!(a.root, std::path::Path::new("/"));
+        assert_eq!(a.interval, std::time::Duration::from_secs(300));
+        assert_eq!(a.health_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(a.metrics_address.to_string(), "127.0.0.1:9750");
+        assert_eq!(a.reboot, super::Reboot::Never);
+        assert!(a.flake.is_none() && !a.once);
+
+        let a = Cli::try_parse_from([
+            "agent",
+            "--root",
+            "/mnt",
+            "--flake",
+            "git+https://example.org/fleet?ref=main#dns01",
+            "--interval",
+            "90s",
+            "--health-check",
+            "systemctl is-active nginx.service",
+            "--health-check",
+            "curl -fsS 'http://127.0.0.1/health'",
+            "--reboot",
+            "when-needed",
+            "--once",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(a.interval, std::time::Duration::from_secs(90));
+        assert_eq!(a.health_checks.len(), 2);
+        assert_eq!(a.reboot, super::Reboot::WhenNeeded);
+        assert_eq!(a.flake.unwrap().attr(), "dns01");
+
+        let e =
+            Cli::try_parse_from(["agent", "--flake", "git+https://example.org/fleet"]).unwrap_err();
+        assert!(e.to_string().contains("#<name>"), "{e}");
+        let e = Cli::try_parse_from(["agent", "--interval", "soon"]).unwrap_err();
+        assert!(e.to_string().contains("e.g. 90s, 5m, 1h"), "{e}");
     }
 }

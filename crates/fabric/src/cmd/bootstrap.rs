@@ -138,3 +138,37 @@ pub fn run(args: Args) -> ExitCode {
     }
     ExitCode::from(code)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: super::Args,
+    }
+
+    #[test]
+    fn contract_flags_and_defaults() {
+        let a = Cli::try_parse_from(["bootstrap"]).unwrap().args;
+        assert_eq!(a.timeout, std::time::Duration::from_secs(30 * 60));
+        assert_eq!(
+            a.flake_target,
+            std::path::Path::new("/etc/nix-flake-target")
+        );
+        let a = Cli::try_parse_from([
+            "bootstrap",
+            "--root",
+            "/mnt",
+            "--timeout",
+            "1h",
+            "--flake-target",
+            "/etc/x",
+        ])
+        .unwrap()
+        .args;
+        assert_eq!(a.timeout, std::time::Duration::from_secs(3600));
+        assert_eq!(a.root, std::path::Path::new("/mnt"));
+    }
+}

@@ -688,3 +688,60 @@ fn flake_from_the_command_line_needs_no_target_file() {
         "{r:?}"
     );
 }
+
+#[test]
+fn a_failed_rollback_is_exit_4_and_says_so() {
+    let f = Fixture::new();
+    bootstrapped(&f);
+    let bad = f.commit(&Gen::new("v2").switch_code(4));
+    // From now on the previous generation cannot be re-activated either.
+    std::fs::write(f.code_override("v1"), "2").unwrap();
+    let r = agent(f.agent_opts(), &f.runner()).cycle();
+    let CycleResult::RollbackFailed { revision, failure } = &r else {
+        panic!("expected RollbackFailed, got {r:?}");
+    };
+    assert_eq!(revision.as_str(), bad);
+    assert_eq!(r.exit_code(), exit::ROLLBACK_FAILED);
+    assert_eq!(failure.phase, Phase::Rollback);
+    assert!(
+        failure.message.contains("exited with code 4"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("the rollback failed too"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("the activation script failed"),
+        "{failure:?}"
+    );
+    assert_eq!(f.switches(), ["v1 switch", "v2 switch", "v1 switch"]);
+    let st = state::load(&f.state_file("agent.json")).unwrap().unwrap();
+    assert_eq!(st.last_outcome, Some(Outcome::RollbackFailed));
+    assert_eq!(st.rejected.last().unwrap().revision.as_str(), bad);
+    let report = doctor::doctor(&doctor::DoctorOptions::new(f.root()), &f.runner());
+    let check = report.checks.iter().find(|c| c.name == "agent").unwrap();
+    assert_eq!(check.verdict, doctor::Verdict::Fail, "{check:?}");
+}
+
+#[test]
+fn a_system_switched_behind_its_back_is_converged_again() {
+    let f = Fixture::new();
+    let (_, v1) = bootstrapped(&f);
+    f.commit(&Gen::new("v2"));
+    let a = agent(f.agent_opts(), &f.runner());
+    let CycleResult::Deployed { store_path: v2, .. } = a.cycle() else {
+        panic!("v2 not deployed");
+    };
+    // Someone activates v1 by hand; the remote has not moved.
+    std::fs::remove_file(f.root.join("run/current-system")).unwrap();
+    std::os::unix::fs::symlink(&v1, f.root.join("run/current-system")).unwrap();
+    let r = a.cycle();
+    assert!(
+        matches!(&r, CycleResult::Deployed { outcome: Outcome::Switched, store_path, .. } if store_path == &v2),
+        "{r:?}"
+    );
+    assert_eq!(f.switches(), ["v1 switch", "v2 switch", "v2 switch"]);
+    assert_eq!(f.current_system().as_deref(), Some(v2.as_str()));
+    assert!(matches!(a.cycle(), CycleResult::NoChange { .. }));
+}

@@ -47,7 +47,9 @@ if [ -n "$holdswitch" ]; then
   while [ -e "$holdswitch" ]; do sleep 0.05; done
 fi
 echo "$label \$*" >> $record
-exit $code
+c=$code
+if [ -e "$codeoverride" ]; then c=\$(cat "$codeoverride"); fi
+exit \$c
 EOS
 chmod +x $out/bin/switch-to-configuration
 "#;
@@ -200,6 +202,12 @@ impl Fixture {
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
     }
 
+    /// Write an exit code here to make an already built generation's
+    /// switch-to-configuration exit with it from now on.
+    pub fn code_override(&self, label: &str) -> PathBuf {
+        self.path(&format!("signals/code-{label}"))
+    }
+
     pub fn hold_file(&self) -> PathBuf {
         self.path("signals/hold")
     }
@@ -239,6 +247,7 @@ impl Fixture {
       record = "{record}";
       hold = "{hold}";
       holdswitch = "{holdswitch}";
+      codeoverride = "{codeoverride}";
       started = "{started}";
     }};
   }};
@@ -261,6 +270,7 @@ impl Fixture {
                 String::new()
             },
             started = self.started_file().display(),
+            codeoverride = self.code_override(&gen.label).display(),
         );
         std::fs::write(self.repo.join("flake.nix"), flake).unwrap();
         git(&self.repo, &["add", "-A"]);

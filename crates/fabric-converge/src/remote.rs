@@ -143,10 +143,10 @@ impl RemoteQuery {
 
     /// `git ls-remote URL REF`.
     pub fn command(&self, timeout: Duration) -> Cmd {
-        // Never wait for a password prompt: a first-boot unit has no terminal.
+        // Never wait for a password prompt: a first-boot unit has no
+        // terminal. (No GIT_ASKPASS=/bin/false: NixOS has no /bin/false.)
         Cmd::new("git", timeout)
             .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_ASKPASS", "/bin/false")
             .args(["ls-remote", "--", &self.url, &self.git_ref])
     }
 

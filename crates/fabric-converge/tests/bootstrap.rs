@@ -536,3 +536,39 @@ fn logs_one_progress_line_per_attempt_while_waiting() {
         "{rest:?}"
     );
 }
+
+#[test]
+fn sigterm_mid_build_stops_and_a_rerun_completes() {
+    common::require_nix();
+    let f = Fixture::new();
+    f.commit(&Gen::new("v1").held());
+    f.write_target(0o644);
+    let root = f.root.display().to_string();
+    let child = f
+        .driver(&["bootstrap", &root])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    f.wait_build_started();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(i32::from(exit::CANCELLED)));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("during phase build"),
+        "{v}"
+    );
+    let st = state::load(&f.state_file("bootstrap.json"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.last_outcome, Some(Outcome::Cancelled));
+    assert!(!f.marker().exists());
+    assert!(f.profile_target().is_none());
+
+    f.release_build();
+    let report = bootstrap(&f.bootstrap_opts(), &f.runner(), &Cancel::new()).unwrap();
+    assert!(matches!(report, BootstrapReport::Completed { .. }));
+    assert_eq!(f.switches(), ["v1 switch"]);
+}

@@ -745,3 +745,60 @@ fn a_system_switched_behind_its_back_is_converged_again() {
     assert_eq!(f.current_system().as_deref(), Some(v2.as_str()));
     assert!(matches!(a.cycle(), CycleResult::NoChange { .. }));
 }
+
+#[test]
+fn status_shows_history_and_round_trips_as_json() {
+    let f = Fixture::new();
+    let (v1_rev, _) = bootstrapped(&f);
+    let bad = f.commit(&Gen::new("v2").broken());
+    agent(f.agent_opts(), &f.runner()).cycle();
+    let good = f.commit(&Gen::new("v3"));
+    agent(f.agent_opts(), &f.runner()).cycle();
+
+    let s = status::status(&f.root());
+    let json = serde_json::to_string(&s).unwrap();
+    let back: status::StatusReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(s.revision.as_ref().unwrap().as_str(), good);
+    assert_eq!(s.running, s.store_path);
+    let history = &s.agent.state.as_ref().unwrap().history;
+    let seen: Vec<_> = history
+        .iter()
+        .map(|d| (d.revision.as_ref().unwrap().as_str(), d.outcome))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (bad.as_str(), Outcome::BuildFailed),
+            (good.as_str(), Outcome::Switched)
+        ]
+    );
+
+    let text = s.render();
+    assert!(text.contains(&format!("revision:      {good}\n")), "{text}");
+    assert!(text.contains("reboot needed: no\n"), "{text}");
+    assert!(
+        text.contains(&format!("  {}  switched  /nix/store/", &good[..12])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {}  build-failed", &bad[..12])),
+        "{text}"
+    );
+    assert!(
+        text.contains("      failed in build: nix build failed: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("      | nixos-system-host-v2> error: deliberate build failure in v2"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  rejected:     {bad} (build-failed at ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("  {}  switched", &v1_rev[..12])),
+        "bootstrap history: {text}"
+    );
+}

@@ -71,7 +71,7 @@ impl Metrics {
             );
             r.register(
                 "last_success_timestamp_seconds",
-                "Unix time of the last cycle that ended converged",
+                "Unix time of the last cycle that ended with the machine on the remote head",
                 m.last_success.clone(),
             );
             r.register(

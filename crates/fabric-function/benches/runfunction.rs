@@ -87,7 +87,7 @@ fn serve(which: &str, port: u16, stage: Stage) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let args = server_args(port);
     let r = match which {
-        "serve-fabric" => rt.block_on(function_sdk_rust::serve(Function, &args)),
+        "serve-fabric" => rt.block_on(function_sdk_rust::serve(Function::default(), &args)),
         "serve-uncached" => rt.block_on(function_sdk_rust::serve(Uncached, &args)),
         "serve-canned" => rt.block_on(function_sdk_rust::serve(
             Canned(fabric_function::run(&workload(stage))),

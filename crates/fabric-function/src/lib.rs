@@ -43,6 +43,9 @@ use function_sdk_rust::proto::v1::function_runner_service_server::FunctionRunner
 use function_sdk_rust::proto::v1::{Ready, RunFunctionRequest, RunFunctionResponse};
 use function_sdk_rust::resource::{json_to_pb, set_ready, struct_to_json};
 use function_sdk_rust::{request, response};
+use prometheus_client_sdk::metrics::counter::Counter;
+use prometheus_client_sdk::metrics::family::Family;
+use prometheus_client_sdk::registry::Registry;
 use serde_json::Value as Json;
 
 use crate::input::Backend;
@@ -430,9 +433,76 @@ fn merge_status(rsp: &mut RunFunctionResponse, status: &MachineStatus) {
         .insert("status".into(), json_to_pb(&Json::Object(merged)));
 }
 
+/// Fabric's own series at /metrics, beside the SDK's `grpc_server_*`.
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    runs: Family<Vec<(String, String)>, Counter>,
+}
+
+impl Metrics {
+    /// Registers the series in the registry the SDK serves.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "fabric_function_runs",
+            "RunFunction calls by backend and outcome: the phase reached, or Fatal",
+            self.runs.clone(),
+        );
+    }
+
+    fn count(&self, req: &RunFunctionRequest, rsp: &RunFunctionResponse) {
+        let backend = req
+            .input
+            .as_ref()
+            .and_then(|i| i.fields.get("backend"))
+            .and_then(|v| match v.kind.as_ref() {
+                Some(pbjson_types::value::Kind::StringValue(s)) => Some(s.as_str()),
+                _ => None,
+            })
+            .filter(|b| ["bpg", "terraform"].contains(b))
+            .unwrap_or(if req.input.is_some() { "bpg" } else { "none" });
+        let fatal = rsp
+            .results
+            .iter()
+            .any(|r| r.severity == function_sdk_rust::proto::v1::Severity::Fatal as i32);
+        let outcome = if fatal {
+            "Fatal".to_string()
+        } else {
+            rsp.desired
+                .as_ref()
+                .and_then(|d| d.composite.as_ref())
+                .and_then(|c| c.resource.as_ref())
+                .and_then(|r| r.fields.get("status"))
+                .and_then(|s| match s.kind.as_ref() {
+                    Some(pbjson_types::value::Kind::StructValue(s)) => s.fields.get("phase"),
+                    _ => None,
+                })
+                .and_then(|p| match p.kind.as_ref() {
+                    Some(pbjson_types::value::Kind::StringValue(p)) => Some(p.clone()),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "Unknown".into())
+        };
+        self.runs
+            .get_or_create(&vec![
+                ("backend".to_string(), backend.to_string()),
+                ("outcome".to_string(), outcome),
+            ])
+            .inc();
+    }
+}
+
 /// The composition function as a gRPC service.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Function;
+#[derive(Debug, Clone, Default)]
+pub struct Function {
+    metrics: Metrics,
+}
+
+impl Function {
+    /// A function counting its calls in `metrics`.
+    pub fn with_metrics(metrics: Metrics) -> Self {
+        Self { metrics }
+    }
+}
 
 #[tonic::async_trait]
 impl FunctionRunnerService for Function {
@@ -449,6 +519,7 @@ impl FunctionRunnerService for Function {
             response::fatal(&mut rsp, "internal error in function-fabric; see its logs");
             rsp
         });
+        self.metrics.count(&req, &rsp);
         let fatal = rsp
             .results
             .iter()
@@ -468,5 +539,11 @@ fn tag(req: &RunFunctionRequest) -> &str {
 /// Serves [`Function`] with the SDK's runtime: mTLS unless `--insecure`,
 /// health and reflection services, metrics, graceful shutdown on SIGTERM.
 pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), function_sdk_rust::Error> {
-    function_sdk_rust::serve(Function, args).await
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    function_sdk_rust::Server::new(Function::with_metrics(metrics), args)
+        .metrics_registry(registry)
+        .serve()
+        .await
 }

@@ -699,7 +699,7 @@ fn no_key_material_reaches_the_logs() {
         let rt = tokio::runtime::Builder::new_current_thread().build();
         let Ok(rt) = rt else { return };
         for req in requests {
-            let rsp = rt.block_on(Function.run_function(tonic::Request::new(req)));
+            let rsp = rt.block_on(Function::default().run_function(tonic::Request::new(req)));
             if let Ok(rsp) = rsp {
                 composed += names(rsp.get_ref()).len();
                 assert!(!messages(rsp.get_ref()).contains(SECRET_KEY_BODY));

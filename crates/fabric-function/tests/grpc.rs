@@ -55,7 +55,10 @@ async fn insecure_channel(port: u16) -> Channel {
 #[tokio::test]
 async fn insecure_server_composes_over_grpc_and_serves_health_and_reflection() {
     let port = free_port();
-    spawn_server(args(port, None));
+    let metrics_port = free_port();
+    let mut a = args(port, None);
+    a.metrics_address = format!("127.0.0.1:{metrics_port}");
+    spawn_server(a);
     let channel = insecure_channel(port).await;
     let mut client = FunctionRunnerServiceClient::new(channel.clone());
 

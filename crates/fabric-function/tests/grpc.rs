@@ -126,6 +126,36 @@ async fn insecure_server_composes_over_grpc_and_serves_health_and_reflection() {
             .any(|s| s == "apiextensions.fn.proto.v1.FunctionRunnerService"),
         "{services:?}"
     );
+
+    // Fabric's own series beside the SDK's gRPC ones.
+    let text = scrape(metrics_port).await;
+    assert!(
+        text.contains(r#"fabric_function_runs_total{backend="bpg",outcome="WaitingForSnippet"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"fabric_function_runs_total{backend="bpg",outcome="Fatal"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("grpc_server_started_total"), "{text}");
+}
+
+async fn scrape(port: u16) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    for _ in 0..100 {
+        if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            let ask = conn
+                .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await;
+            if ask.is_ok() {
+                let mut out = Vec::new();
+                let _ = conn.read_to_end(&mut out).await;
+                return String::from_utf8_lossy(&out).into_owned();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no metrics endpoint on {port}");
 }
 
 fn tokio_stream_once<T: Send + 'static>(

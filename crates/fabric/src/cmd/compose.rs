@@ -8,7 +8,7 @@ use fabric_model::machine::{parse_node, ParseMode, Parsed};
 use fabric_model::source;
 use function_sdk_rust::proto::v1::{
     resource_selector, RequestMeta, Resource, Resources, RunFunctionRequest, RunFunctionResponse,
-    Severity, State,
+    Severity, State, Status as ConditionStatus,
 };
 use function_sdk_rust::resource::{json_to_struct, struct_to_json};
 use serde_json::{json, Value as Json};
@@ -282,19 +282,15 @@ fn resource(doc: &Json) -> Resource {
 
 /// Results and status to stderr; the exit status from the results.
 fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
-    let mut fatal = false;
     for r in &rsp.results {
         let severity = match Severity::try_from(r.severity) {
-            Ok(Severity::Fatal) => {
-                fatal = true;
-                "fatal"
-            }
+            Ok(Severity::Fatal) => "fatal",
             Ok(Severity::Warning) => "warning",
             _ => "normal",
         };
         eprintln!("{severity}: {}", r.message);
     }
-    if fatal {
+    if exit_status(rsp) == 1 {
         // The same diagnostics again, located in the file this time.
         located_diagnostics(xr_path);
         return ExitCode::from(1);
@@ -310,11 +306,10 @@ fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
         eprintln!("status: {status}");
     }
     for c in &rsp.conditions {
-        let st = match c.status {
-            1 => "Unknown",
-            2 => "True",
-            3 => "False",
-            _ => "?",
+        let st = match ConditionStatus::try_from(c.status) {
+            Ok(ConditionStatus::ConditionTrue) => "True",
+            Ok(ConditionStatus::ConditionFalse) => "False",
+            _ => "Unknown",
         };
         eprintln!(
             "condition: {} {st} {}: {}",
@@ -324,6 +319,15 @@ fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
         );
     }
     ExitCode::SUCCESS
+}
+
+/// 1 when the function refused (a Fatal result), else 0.
+fn exit_status(rsp: &RunFunctionResponse) -> u8 {
+    let fatal = rsp
+        .results
+        .iter()
+        .any(|r| r.severity == Severity::Fatal as i32);
+    u8::from(fatal)
 }
 
 /// Prints the XR's validation errors with FILE:LINE:COL, when the file can
@@ -409,6 +413,45 @@ mod tests {
             .results
             .iter()
             .any(|r| r.severity == Severity::Warning as i32));
+    }
+
+    #[test]
+    fn an_invalid_machine_is_fatal_and_exits_1() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let xr = dir.path().join("bad.yaml");
+        let text = std::fs::read_to_string(example("xr.yaml"))
+            .unwrap_or_default()
+            .replace("size: 40", "size: 2");
+        std::fs::write(&xr, text).unwrap_or_else(|e| panic!("{e}"));
+        let mut a = args(&[], true);
+        a.xr = xr;
+        let Ok((rsp, out)) = compose(&a) else {
+            panic!("the file reads");
+        };
+        assert!(out.is_empty(), "{out}");
+        assert_eq!(exit_status(&rsp), 1);
+        let fatal = rsp
+            .results
+            .iter()
+            .find(|r| r.severity == Severity::Fatal as i32);
+        assert!(
+            fatal.is_some_and(|r| r.message.contains("spec.disk.size: 2 is out of range")),
+            "{:?}",
+            rsp.results
+        );
+        let Ok((ok, _)) = compose(&args(&[], true)) else {
+            panic!("example files must read");
+        };
+        assert_eq!(exit_status(&ok), 0);
+    }
+
+    #[test]
+    fn an_input_file_without_an_input_is_a_file_error() {
+        let mut a = args(&[], false);
+        a.input = Some(example("secret.yaml"));
+        assert!(
+            matches!(compose(&a), Err(FileError(m)) if m.contains("holds no fabric.kubelize.io/v1beta1 Input"))
+        );
     }
 
     #[test]

@@ -303,7 +303,7 @@ fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
         .map(struct_to_json)
         .and_then(|x| x.get("status").cloned());
     if let Some(status) = status {
-        eprintln!("status: {status}");
+        eprintln!("status: {}", in_manifest_order(status));
     }
     for c in &rsp.conditions {
         let st = match ConditionStatus::try_from(c.status) {

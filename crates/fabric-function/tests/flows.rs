@@ -812,3 +812,59 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
         .as_str()
         .is_some_and(|d| !d.contains(SECRET_KEY_BODY) && d.contains("alice@laptop")));
 }
+
+#[test]
+fn no_composed_object_has_a_name_and_each_names_the_input_provider_config() {
+    let mut inp = input("terraform");
+    inp["providerConfigRef"] = json!({"kind": "ProviderConfig", "name": "lab"});
+    let ws = desired(
+        &run(&request(&machine(), Some(&inp), &[])),
+        terraform::WORKSPACE,
+    )
+    .unwrap_or_default();
+    assert!(ws.get("metadata").is_none());
+    assert_eq!(
+        ws["spec"]["providerConfigRef"],
+        json!({"kind": "ProviderConfig", "name": "lab"})
+    );
+    inp["backend"] = json!("bpg");
+    let first = run(&request(&machine(), Some(&inp), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let rsp = run(&request(
+        &machine(),
+        Some(&inp),
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    ));
+    for name in [bpg::SNIPPET, bpg::VM] {
+        let o = desired(&rsp, name).unwrap_or_default();
+        assert!(o.get("metadata").is_none(), "{name}");
+        assert_eq!(
+            o["spec"]["providerConfigRef"],
+            json!({"kind": "ProviderConfig", "name": "lab"}),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn a_response_near_the_grpc_limit_is_refused_not_sent() {
+    let mut req = request(&machine(), Some(&input("bpg")), &[]);
+    let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"blob": "x".repeat(3 * 1024 * 1024)}});
+    req.desired.get_or_insert_default().resources.insert(
+        "huge".into(),
+        Resource {
+            resource: big.as_object().map(json_to_struct),
+            ..Default::default()
+        },
+    );
+    let rsp = run(&req);
+    let msg = fatal(&rsp).unwrap_or_default();
+    assert!(
+        msg.contains("more than the 3145728 a response may carry"),
+        "{msg}"
+    );
+    assert!(!names(&rsp).contains(&"user-data".to_string()));
+}

@@ -75,7 +75,20 @@ struct FileError(String);
 pub fn run(args: Args) -> ExitCode {
     match compose(&args) {
         Ok((rsp, out)) => {
-            print!("{out}");
+            use std::io::Write;
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(out.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => {}
+                // A reader that stopped early (`| head`) is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => {
+                    eprintln!("fabric compose: cannot write to stdout: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             report(&rsp, &args.xr)
         }
         Err(FileError(message)) => {

@@ -388,7 +388,7 @@ pub fn parse_node(doc: Node, mode: ParseMode) -> Parsed {
     static SPEC_SCHEMA: LazyLock<Json> = LazyLock::new(schema::schema_for::<MachineSpec>);
     let meta_schema: &Json = &META_SCHEMA;
     let strict_meta = |_: &str, _: &str| mode == ParseMode::Observed;
-    let metadata: Option<Metadata> = match doc.get("metadata") {
+    let metadata: Option<Metadata> = match doc.get("metadata").filter(|n| n.value != Value::Null) {
         Some(node) => schema::check(
             node,
             meta_schema,
@@ -424,7 +424,7 @@ pub fn parse_node(doc: Node, mode: ParseMode) -> Parsed {
 
     let spec_schema: &Json = &SPEC_SCHEMA;
     let tolerate = |path: &str, key: &str| path == "spec" && CROSSPLANE_SPEC_FIELDS.contains(&key);
-    let spec: Option<MachineSpec> = match doc.get("spec") {
+    let spec: Option<MachineSpec> = match doc.get("spec").filter(|n| n.value != Value::Null) {
         Some(node) => schema::check(
             node,
             spec_schema,

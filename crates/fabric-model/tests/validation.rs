@@ -351,3 +351,21 @@ fn observed_objects_tolerate_cluster_fields() {
     let e = Machine::from_json(&json).unwrap_err();
     assert_eq!(e[0].path, "spec.hostname");
 }
+
+#[test]
+fn empty_metadata_or_spec_is_reported_not_swallowed() {
+    let e = Machine::from_json(&serde_json::json!({"apiVersion": "infra.kubelize.io/v1alpha1", "kind": "Machine", "metadata": {"name": "m"}, "spec": null})).unwrap_err();
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].path, "spec");
+    let e = errors("apiVersion: infra.kubelize.io/v1alpha1\nkind: Machine\nmetadata:\nspec:\n");
+    assert!(
+        e.iter()
+            .any(|l| l.contains("metadata: is required but missing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("spec: is required but missing")),
+        "{e:?}"
+    );
+}

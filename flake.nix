@@ -2,7 +2,7 @@
   description = "Fabric: declare NixOS machines on Proxmox in Git and keep them that way";
 
   # No flake.lock is committed yet: it can only be written with network
-  # access (docs/nixos.md, "The lock file"). Until then every evaluation
+  # access (README.md, "The lock file"). Until then every evaluation
   # locks nixos-25.11 afresh.
   inputs.nixpkgs.url = "github:NixOS/nixpkgs/nixos-25.11";
 

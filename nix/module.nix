@@ -411,7 +411,7 @@ in
 
       systemd.services.${agentName} = {
         description = "Fabric agent (keep this machine converged on its flake)";
-        documentation = [ "https://github.com/kubelize/fabric/blob/main/docs/nixos.md" ];
+        documentation = [ "https://github.com/kubelize/fabric/blob/main/README.md#nixos-the-flake-and-the-module" ];
         wantedBy = [ "multi-user.target" ];
         wants = [ "network-online.target" ];
         # Not after fabric-bootstrap.service: the bootstrap's own switch

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fabric_converge::agent::{Agent, AgentOptions, CycleResult, FlakeSource, RebootPolicy};
 use fabric_converge::deploy::HealthCheck;
-use fabric_converge::process::{Cancel, Runner};
-use fabric_converge::{layout, parse_duration, Root};
+use fabric_converge::process::Runner;
+use fabric_converge::{layout, parse_duration};
 use fabric_model::FlakeRef;
 
 /// Keep the machine converged on its flake: the GitOps agent.
@@ -154,19 +154,9 @@ pub(crate) fn init_logging() {
 
 pub fn run(args: Args) -> ExitCode {
     init_logging();
-    let root = match Root::new(&args.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fabric agent: {e}");
-            return ExitCode::from(layout::exit::USAGE);
-        }
-    };
-    let cancel = match Cancel::on_termination_signals() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fabric agent: cannot handle SIGTERM: {e}");
-            return ExitCode::from(layout::exit::FAILED);
-        }
+    let (root, cancel) = match super::converge_setup("agent", &args.root) {
+        Ok(ok) => ok,
+        Err(code) => return code,
     };
     let mut opts = AgentOptions::new(root);
     opts.flake = match args.flake {

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use fabric_converge::bootstrap::{self, BootstrapOptions, BootstrapReport};
 use fabric_converge::deploy::HealthCheck;
-use fabric_converge::process::{Cancel, Runner};
+use fabric_converge::process::Runner;
 use fabric_converge::remote::Backoff;
-use fabric_converge::{layout, parse_duration, Root};
+use fabric_converge::{layout, parse_duration};
 
 /// Converge a freshly booted machine on its flake, once.
 ///
@@ -81,19 +81,9 @@ pub struct Args {
 
 pub fn run(args: Args) -> ExitCode {
     super::agent::init_logging();
-    let root = match Root::new(&args.root) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("fabric bootstrap: {e}");
-            return ExitCode::from(layout::exit::USAGE);
-        }
-    };
-    let cancel = match Cancel::on_termination_signals() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("fabric bootstrap: cannot handle SIGTERM: {e}");
-            return ExitCode::from(layout::exit::FAILED);
-        }
+    let (root, cancel) = match super::converge_setup("bootstrap", &args.root) {
+        Ok(ok) => ok,
+        Err(code) => return code,
     };
     let mut opts = BootstrapOptions::new(root);
     opts.flake_target = args.flake_target;

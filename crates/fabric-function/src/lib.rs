@@ -129,17 +129,30 @@ pub const OWNED: [&str; 3] = [bpg::SNIPPET, bpg::VM, terraform::WORKSPACE];
 /// failure is a Fatal result naming the field path.
 ///
 /// Validation and rendering are remembered between calls with the same
-/// inputs ([`memo`]); [`run_uncached`] does all the work every time.
+/// inputs, and the last answer per XR is given again to an equal request
+/// ([`memo`]); [`run_uncached`] does all the work every time.
 pub fn run(req: &RunFunctionRequest) -> RunFunctionResponse {
     run_with(req, Some(memo::global()))
 }
 
-/// [`run`] without the memo: every call validates and renders anew.
+/// [`run`] without the memo: every call validates, renders and composes anew.
 pub fn run_uncached(req: &RunFunctionRequest) -> RunFunctionResponse {
     run_with(req, None)
 }
 
 fn run_with(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {
+    if let Some(rsp) = memo.and_then(|m| m.answer(req)) {
+        tracing::debug!("answered as the last equal request");
+        return rsp;
+    }
+    let rsp = answer(req, memo);
+    if let Some(memo) = memo {
+        memo.remember_answer(req, &rsp);
+    }
+    rsp
+}
+
+fn answer(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {
     let mut rsp = response::to(req, TTL);
     if let Err(failure) = compose(req, &mut rsp, memo) {
         // Crossplane applies nothing from a response with a Fatal result, so

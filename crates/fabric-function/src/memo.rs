@@ -9,14 +9,26 @@
 //! computed as if there were no memo. Status, metadata other than identity,
 //! and observed resources are not part of the key, and are never cached.
 //!
-//! The memo is bounded ([`CAPACITY`] machines) so memory stays flat however
-//! many machines a function pod serves.
+//! It also remembers the last whole answer per XR: a request equal in every
+//! field to the one answered last (XR with its status and metadata, observed
+//! composed resources, desired state from earlier steps, input, required
+//! resources, context, meta tag) gets a clone of that response. [`crate::run`]
+//! is a pure function of its request, so this is the same answer a fresh run
+//! gives; any change anywhere in the request is a miss, computed anew. This
+//! is the call Crossplane repeats for a Running machine, and answering it
+//! skips converting the XR, composing the objects as JSON and converting them
+//! to protobuf Structs.
+//!
+//! The memo is bounded ([`CAPACITY`] machines, [`ANSWER_BUDGET_BYTES`] of
+//! answers) so memory stays flat however many machines a function pod serves.
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use fabric_model::Machine;
+use function_sdk_rust::proto::v1::{RunFunctionRequest, RunFunctionResponse};
+use pbjson_types::value::Kind;
 use serde_json::Value as Json;
 
 use crate::plan::Plan;
@@ -90,13 +102,90 @@ struct Entry {
     plans: Vec<(PlanKey, Arc<Plan>)>,
 }
 
+/// Whole answers remembered at most, counted as the encoded size of each
+/// request plus its response (in memory they take a few times that).
+pub const ANSWER_BUDGET_BYTES: usize = 2 * 1024 * 1024;
+
+/// An answer bigger than this is not remembered: one huge machine must not
+/// push every other one out.
+const ANSWER_MAX_BYTES: usize = ANSWER_BUDGET_BYTES / 8;
+
+/// A request and the response [`crate::run`] gave it.
+struct Answer {
+    request: RunFunctionRequest,
+    response: RunFunctionResponse,
+    bytes: usize,
+}
+
+/// The last answer per XR, within [`ANSWER_BUDGET_BYTES`].
+#[derive(Default)]
+struct Answers {
+    by_xr: HashMap<u64, Arc<Answer>>,
+    bytes: usize,
+}
+
+impl Answers {
+    fn forget(&mut self, xr: u64) {
+        if let Some(old) = self.by_xr.remove(&xr) {
+            self.bytes = self.bytes.saturating_sub(old.bytes);
+        }
+    }
+}
+
 /// The memo. One per process; see [`global`].
 #[derive(Default)]
 pub struct Memo {
     entries: Mutex<HashMap<u64, Entry>>,
+    answers: Mutex<Answers>,
 }
 
 impl Memo {
+    /// The response given to a request equal to `req` in every field, if it
+    /// is the last one answered for its XR.
+    pub fn answer(&self, req: &RunFunctionRequest) -> Option<RunFunctionResponse> {
+        let xr = xr_identity(req);
+        // The comparison and the clone happen outside the lock.
+        let last = self.answers.lock().ok()?.by_xr.get(&xr).cloned()?;
+        (last.request == *req).then(|| last.response.clone())
+    }
+
+    /// Remembers `rsp` as the answer to `req`, replacing the XR's last one.
+    pub fn remember_answer(&self, req: &RunFunctionRequest, rsp: &RunFunctionResponse) {
+        let bytes = prost::Message::encoded_len(req) + prost::Message::encoded_len(rsp);
+        let xr = xr_identity(req);
+        let Ok(mut answers) = self.answers.lock() else {
+            return;
+        };
+        answers.forget(xr);
+        if bytes > ANSWER_MAX_BYTES {
+            return;
+        }
+        while answers.bytes + bytes > ANSWER_BUDGET_BYTES || answers.by_xr.len() >= CAPACITY {
+            // Any answer will do: a bounded memo matters, which one goes does not.
+            let Some(victim) = answers.by_xr.keys().next().copied() else {
+                break;
+            };
+            answers.forget(victim);
+        }
+        answers.bytes += bytes;
+        answers.by_xr.insert(
+            xr,
+            Arc::new(Answer {
+                request: req.clone(),
+                response: rsp.clone(),
+                bytes,
+            }),
+        );
+    }
+
+    /// How many whole answers are remembered, and their encoded bytes.
+    pub fn answers(&self) -> (usize, usize) {
+        self.answers
+            .lock()
+            .map(|a| (a.by_xr.len(), a.bytes))
+            .unwrap_or((0, 0))
+    }
+
     /// The machine validated from exactly this key, if remembered.
     pub fn machine(&self, key: &MachineKey) -> Option<Arc<Machine>> {
         let entries = self.entries.lock().ok()?;
@@ -168,6 +257,40 @@ impl Memo {
 pub fn global() -> &'static Memo {
     static MEMO: std::sync::LazyLock<Memo> = std::sync::LazyLock::new(Memo::default);
     &MEMO
+}
+
+/// Which XR a request is about: its kind, API version, namespace, name and
+/// uid, read from the protobuf Struct without converting it. It only picks
+/// the slot; a remembered answer is used only for an equal request.
+fn xr_identity(req: &RunFunctionRequest) -> u64 {
+    fn text<'a>(s: Option<&'a pbjson_types::Struct>, key: &str) -> Option<&'a str> {
+        match s?.fields.get(key)?.kind.as_ref()? {
+            Kind::StringValue(v) => Some(v.as_str()),
+            _ => None,
+        }
+    }
+    let xr = req
+        .observed
+        .as_ref()
+        .and_then(|o| o.composite.as_ref())
+        .and_then(|c| c.resource.as_ref());
+    let metadata = xr
+        .and_then(|x| x.fields.get("metadata"))
+        .and_then(|m| match m.kind.as_ref() {
+            Some(Kind::StructValue(m)) => Some(m),
+            _ => None,
+        });
+    let mut h = DefaultHasher::new();
+    for part in [
+        text(xr, "apiVersion"),
+        text(xr, "kind"),
+        text(metadata, "namespace"),
+        text(metadata, "name"),
+        text(metadata, "uid"),
+    ] {
+        part.hash(&mut h);
+    }
+    h.finish()
 }
 
 /// A hash of a JSON value that does not depend on object key order: the

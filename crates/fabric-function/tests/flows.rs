@@ -868,3 +868,274 @@ fn a_response_near_the_grpc_limit_is_refused_not_sent() {
     );
     assert!(!names(&rsp).contains(&"user-data".to_string()));
 }
+
+/// A Running machine's request as Crossplane repeats it: keys from its
+/// Secret, snippet and VM observed Ready, the VM with the provider's status,
+/// the XR Running.
+fn running_request() -> function_sdk_rust::proto::v1::RunFunctionRequest {
+    use fabric_function::run_uncached;
+    let xr = machine_with_secret();
+    let with_keys = |req| {
+        with_required(
+            req,
+            keys::REQUIREMENT,
+            &[secret("team-a", "admin-keys", &secret_key_line())],
+        )
+    };
+    let first = run_uncached(&with_keys(request(&xr, Some(&input("bpg")), &[])));
+    let snippet = observed_ready(
+        &desired(&first, bpg::SNIPPET).unwrap_or_default(),
+        json!({"id": "local:snippets/x.yaml"}),
+    );
+    let second = run_uncached(&with_keys(request(
+        &xr,
+        Some(&input("bpg")),
+        &[(bpg::SNIPPET, snippet.clone())],
+    )));
+    let vm = observed_ready(
+        &desired(&second, bpg::VM).unwrap_or_default(),
+        json!({"vmId": 104, "ipv4Addresses": [["127.0.0.1"], ["10.0.1.10"]]}),
+    );
+    let mut running = xr;
+    running["status"] =
+        json!({"phase": "Running", "vmId": 104, "node": "pve1", "ipAddresses": ["10.0.1.10"]});
+    with_keys(request(
+        &running,
+        Some(&input("bpg")),
+        &[(bpg::SNIPPET, snippet), (bpg::VM, vm)],
+    ))
+}
+
+#[test]
+fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once() {
+    use fabric_function::memo::Memo;
+    use fabric_function::run_uncached;
+    use function_sdk_rust::proto::v1::{RequestMeta, State};
+
+    let base = running_request();
+    let base_fresh = run_uncached(&base);
+    assert_eq!(fatal(&base_fresh), None);
+    assert_eq!(xr_status(&base_fresh)["phase"], json!("Running"));
+
+    let set = |req: &mut function_sdk_rust::proto::v1::RunFunctionRequest,
+               name: &str,
+               f: &dyn Fn(&mut Json)| {
+        let observed = req.observed.get_or_insert_default();
+        let slot = if name == "xr" {
+            observed.composite.get_or_insert_default()
+        } else {
+            observed.resources.entry(name.to_string()).or_default()
+        };
+        let mut o = slot
+            .resource
+            .as_ref()
+            .map(function_sdk_rust::resource::struct_to_json)
+            .unwrap_or_default();
+        f(&mut o);
+        slot.resource = o.as_object().map(json_to_struct);
+    };
+    type Change = (
+        &'static str,
+        Box<dyn Fn(&mut function_sdk_rust::proto::v1::RunFunctionRequest)>,
+    );
+    let changes: Vec<Change> = vec![
+        (
+            "spec",
+            Box::new(move |r| set(r, "xr", &|o| o["spec"]["cpu"]["cores"] = json!(6))),
+        ),
+        (
+            "XR status",
+            Box::new(move |r| set(r, "xr", &|o| o["status"]["phase"] = json!("Provisioning"))),
+        ),
+        (
+            "XR name",
+            Box::new(move |r| set(r, "xr", &|o| o["metadata"]["name"] = json!("web02"))),
+        ),
+        (
+            "XR uid",
+            Box::new(move |r| set(r, "xr", &|o| o["metadata"]["uid"] = json!("other"))),
+        ),
+        (
+            "XR label",
+            Box::new(move |r| {
+                set(r, "xr", &|o| {
+                    o["metadata"]["labels"] = json!({"crossplane.io/claim-namespace": "team-b"})
+                })
+            }),
+        ),
+        (
+            "XR resourceVersion",
+            Box::new(move |r| set(r, "xr", &|o| o["metadata"]["resourceVersion"] = json!("42"))),
+        ),
+        (
+            "VM not Ready",
+            Box::new(move |r| {
+                set(r, bpg::VM, &|o| {
+                    o["status"]["conditions"][0]["status"] = json!("False")
+                })
+            }),
+        ),
+        (
+            "VM address",
+            Box::new(move |r| {
+                set(r, bpg::VM, &|o| {
+                    o["status"]["atProvider"]["ipv4Addresses"] = json!([["10.0.1.11"]])
+                })
+            }),
+        ),
+        (
+            "VM id",
+            Box::new(move |r| {
+                set(r, bpg::VM, &|o| {
+                    o["status"]["atProvider"]["vmId"] = json!(105)
+                })
+            }),
+        ),
+        (
+            "snippet id",
+            Box::new(move |r| {
+                set(r, bpg::SNIPPET, &|o| {
+                    o["status"]["atProvider"]["id"] = json!("local:snippets/y.yaml")
+                })
+            }),
+        ),
+        (
+            "VM gone",
+            Box::new(|r| {
+                r.observed.get_or_insert_default().resources.remove(bpg::VM);
+            }),
+        ),
+        (
+            "input",
+            Box::new(|r| {
+                let mut i = input("bpg");
+                i["templates"]["nixos-template"] = json!(9100);
+                r.input = i.as_object().map(json_to_struct);
+            }),
+        ),
+        (
+            "backend",
+            Box::new(|r| r.input = input("terraform").as_object().map(json_to_struct)),
+        ),
+        (
+            "earlier step's desired resource",
+            Box::new(|r| {
+                r.desired.get_or_insert_default().resources.insert(
+                    "dns".into(),
+                    resource(&json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}})),
+                );
+            }),
+        ),
+        (
+            "earlier step's desired XR status",
+            Box::new(|r| {
+                r.desired.get_or_insert_default().composite =
+                    Some(resource(&json!({"status": {"dns": "ready"}})));
+            }),
+        ),
+        (
+            "context",
+            Box::new(|r| {
+                r.context = json!({"apiextensions.crossplane.io/environment": {"zone": "a"}})
+                    .as_object()
+                    .map(json_to_struct);
+            }),
+        ),
+        (
+            "meta tag",
+            Box::new(|r| {
+                r.meta = Some(RequestMeta {
+                    tag: "other".into(),
+                    capabilities: vec![],
+                });
+            }),
+        ),
+        (
+            "required resources",
+            Box::new(|r| {
+                let secret = secret("team-a", "admin-keys", KEY_A);
+                *r = with_required(r.clone(), keys::REQUIREMENT, &[secret]);
+            }),
+        ),
+        (
+            "observed XR missing",
+            Box::new(|r| {
+                r.observed = Some(State::default());
+            }),
+        ),
+    ];
+
+    // The process-wide memo (through run) and a memo of the test's own.
+    let memo = Memo::default();
+    let answer = |req: &function_sdk_rust::proto::v1::RunFunctionRequest| {
+        memo.answer(req).unwrap_or_else(|| {
+            let rsp = run_uncached(req);
+            memo.remember_answer(req, &rsp);
+            rsp
+        })
+    };
+    for (what, change) in &changes {
+        let mut changed = base.clone();
+        change(&mut changed);
+        assert_ne!(changed, base, "{what}: the change changes the request");
+        let fresh = run_uncached(&changed);
+        // These leave a Running machine's answer as it was (a namespaced
+        // Machine has no claim; the VM's status wins over the snippet's);
+        // the answer must still be a fresh run's.
+        let same_answer = ["XR label", "XR resourceVersion", "snippet id"];
+        if !same_answer.contains(what) {
+            assert_ne!(fresh, base_fresh, "{what}: a fresh run answers differently");
+        }
+        for round in 0..2 {
+            assert_eq!(run(&base), base_fresh, "{what}: before");
+            assert_eq!(run(&changed), fresh, "{what}: seen at once");
+            assert_eq!(run(&base), base_fresh, "{what}: and back");
+            assert_eq!(answer(&base), base_fresh, "{what}: own memo, before");
+            if round == 0 {
+                // Another XR has a slot of its own, and keeps its answer.
+                assert_eq!(memo.answer(&changed), None, "{what}: own memo, a miss");
+            }
+            assert_eq!(answer(&changed), fresh, "{what}: own memo, seen at once");
+            assert_eq!(
+                memo.answer(&changed),
+                Some(fresh.clone()),
+                "{what}: own memo, a hit"
+            );
+        }
+    }
+}
+
+#[test]
+fn remembered_answers_stay_within_their_budget() {
+    use fabric_function::memo::{Memo, ANSWER_BUDGET_BYTES, CAPACITY};
+    use fabric_function::run_uncached;
+
+    let memo = Memo::default();
+    let base = running_request();
+    let rsp = run_uncached(&base);
+    let mut last = base.clone();
+    for i in 0..CAPACITY + 50 {
+        let mut xr = machine();
+        xr["metadata"]["uid"] = json!(format!("uid-{i}"));
+        let mut req = base.clone();
+        req.observed.get_or_insert_default().composite = Some(resource(&xr));
+        memo.remember_answer(&req, &rsp);
+        let (count, bytes) = memo.answers();
+        assert!(count <= CAPACITY, "{count} answers");
+        assert!(bytes <= ANSWER_BUDGET_BYTES, "{bytes} bytes");
+        last = req;
+    }
+    assert!(memo.answers().0 > 1);
+    assert_eq!(memo.answer(&last), Some(rsp.clone()), "the newest is kept");
+
+    // An answer too big to keep is not kept, and forgets the XR's older one.
+    let mut huge = last.clone();
+    huge.desired.get_or_insert_default().resources.insert(
+        "huge".into(),
+        resource(&json!({"data": {"blob": "x".repeat(ANSWER_BUDGET_BYTES)}})),
+    );
+    memo.remember_answer(&huge, &rsp);
+    assert_eq!(memo.answer(&huge), None);
+    assert_eq!(memo.answer(&last), None);
+    assert!(memo.answers().1 <= ANSWER_BUDGET_BYTES);
+}

@@ -124,10 +124,14 @@ proptest! {
     fn mutated_machines_never_panic((path, value) in mutation(), backend in prop_oneof![Just("bpg"), Just("terraform")]) {
         let mut xr = machine();
         set(&mut xr, &path, value);
-        let rsp = run(&request(&xr, Some(&input(backend)), &[]));
+        let req = request(&xr, Some(&input(backend)), &[]);
+        let rsp = run(&req);
         well_formed(&rsp)?;
         if let Some(msg) = fatal(&rsp) {
             prop_assert!(!msg.is_empty());
         }
+        // The remembered answer, if any, is exactly a fresh run's.
+        prop_assert_eq!(&run(&req), &rsp);
+        prop_assert_eq!(&fabric_function::run_uncached(&req), &rsp);
     }
 }

@@ -141,15 +141,24 @@ pub fn run_uncached(req: &RunFunctionRequest) -> RunFunctionResponse {
 }
 
 fn run_with(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {
-    if let Some(rsp) = memo.and_then(|m| m.answer(req)) {
-        tracing::debug!("answered as the last equal request");
-        return rsp;
-    }
-    let rsp = answer(req, memo);
-    if let Some(memo) = memo {
+    let (rsp, fresh) = answer_or_compose(req, memo);
+    if let (Some(memo), true) = (memo, fresh) {
         memo.remember_answer(req, &rsp);
     }
     rsp
+}
+
+/// The remembered answer to an equal request, or a fresh one (`true`) that
+/// the caller remembers.
+fn answer_or_compose(
+    req: &RunFunctionRequest,
+    memo: Option<&memo::Memo>,
+) -> (RunFunctionResponse, bool) {
+    if let Some(rsp) = memo.and_then(|m| m.answer(req)) {
+        tracing::debug!("answered as the last equal request");
+        return (rsp, false);
+    }
+    (answer(req, memo), true)
 }
 
 fn answer(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {
@@ -524,14 +533,17 @@ impl FunctionRunnerService for Function {
         request: tonic::Request<RunFunctionRequest>,
     ) -> Result<tonic::Response<RunFunctionResponse>, tonic::Status> {
         let req = request.into_inner();
+        let memo = memo::global();
         // run never panics on any input (property-tested); this only keeps
         // a bug from costing Crossplane the connection.
-        let rsp = std::panic::catch_unwind(AssertUnwindSafe(|| run(&req))).unwrap_or_else(|_| {
-            tracing::error!("the function panicked; answering with a Fatal result");
-            let mut rsp = response::to(&req, TTL);
-            response::fatal(&mut rsp, "internal error in function-fabric; see its logs");
-            rsp
-        });
+        let (rsp, fresh) =
+            std::panic::catch_unwind(AssertUnwindSafe(|| answer_or_compose(&req, Some(memo))))
+                .unwrap_or_else(|_| {
+                    tracing::error!("the function panicked; answering with a Fatal result");
+                    let mut rsp = response::to(&req, TTL);
+                    response::fatal(&mut rsp, "internal error in function-fabric; see its logs");
+                    (rsp, false)
+                });
         self.metrics.count(&req, &rsp);
         let fatal = rsp
             .results
@@ -540,6 +552,10 @@ impl FunctionRunnerService for Function {
         match fatal {
             Some(r) => tracing::info!(tag = %tag(&req), result = %r.message, "refused"),
             None => tracing::info!(tag = %tag(&req), results = rsp.results.len(), "composed"),
+        }
+        if fresh {
+            // The request is ours: kept, not copied, as run would copy it.
+            memo.keep_answer(req, rsp.clone());
         }
         Ok(tonic::Response::new(rsp))
     }

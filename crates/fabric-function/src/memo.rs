@@ -129,10 +129,10 @@ struct Answers {
 }
 
 impl Answers {
-    fn forget(&mut self, xr: u64) {
-        if let Some(old) = self.by_xr.remove(&xr) {
-            self.bytes = self.bytes.saturating_sub(old.bytes);
-        }
+    fn forget(&mut self, xr: u64) -> Option<Arc<Answer>> {
+        let old = self.by_xr.remove(&xr)?;
+        self.bytes = self.bytes.saturating_sub(old.bytes);
+        Some(old)
     }
 }
 
@@ -156,30 +156,50 @@ impl Memo {
     /// Remembers `rsp` as the answer to `req`, replacing the XR's last one.
     pub fn remember_answer(&self, req: &RunFunctionRequest, rsp: &RunFunctionResponse) {
         let bytes = prost::Message::encoded_len(req) + prost::Message::encoded_len(rsp);
-        let xr = xr_identity(req);
-        let Ok(mut answers) = self.answers.lock() else {
-            return;
-        };
-        answers.forget(xr);
-        if bytes > ANSWER_MAX_BYTES {
-            return;
+        let kept = (bytes <= ANSWER_MAX_BYTES).then(|| (req.clone(), rsp.clone()));
+        self.store(xr_identity(req), bytes, kept);
+    }
+
+    /// [`Memo::remember_answer`] for a caller that owns both: nothing is copied.
+    pub fn keep_answer(&self, req: RunFunctionRequest, rsp: RunFunctionResponse) {
+        let bytes = prost::Message::encoded_len(&req) + prost::Message::encoded_len(&rsp);
+        let xr = xr_identity(&req);
+        let kept = (bytes <= ANSWER_MAX_BYTES).then_some((req, rsp));
+        self.store(xr, bytes, kept);
+    }
+
+    /// Replaces the XR's last answer with `kept`, if any, within the budget.
+    fn store(
+        &self,
+        xr: u64,
+        bytes: usize,
+        kept: Option<(RunFunctionRequest, RunFunctionResponse)>,
+    ) {
+        let mut old = Vec::new();
+        if let Ok(mut answers) = self.answers.lock() {
+            old.push(answers.forget(xr));
+            if let Some((request, response)) = kept {
+                while answers.bytes + bytes > ANSWER_BUDGET_BYTES || answers.by_xr.len() >= CAPACITY
+                {
+                    // Any answer will do: a bounded memo matters, which one goes does not.
+                    let Some(victim) = answers.by_xr.keys().next().copied() else {
+                        break;
+                    };
+                    old.push(answers.forget(victim));
+                }
+                answers.bytes += bytes;
+                answers.by_xr.insert(
+                    xr,
+                    Arc::new(Answer {
+                        request,
+                        response,
+                        bytes,
+                    }),
+                );
+            }
         }
-        while answers.bytes + bytes > ANSWER_BUDGET_BYTES || answers.by_xr.len() >= CAPACITY {
-            // Any answer will do: a bounded memo matters, which one goes does not.
-            let Some(victim) = answers.by_xr.keys().next().copied() else {
-                break;
-            };
-            answers.forget(victim);
-        }
-        answers.bytes += bytes;
-        answers.by_xr.insert(
-            xr,
-            Arc::new(Answer {
-                request: req.clone(),
-                response: rsp.clone(),
-                bytes,
-            }),
-        );
+        // Old answers are freed outside the lock.
+        drop(old);
     }
 
     /// How many whole answers are remembered, and their encoded bytes.

@@ -1139,3 +1139,33 @@ fn remembered_answers_stay_within_their_budget() {
     assert_eq!(memo.answer(&last), None);
     assert!(memo.answers().1 <= ANSWER_BUDGET_BYTES);
 }
+
+#[test]
+fn the_grpc_service_remembers_answers_as_run_does() {
+    use fabric_function::{run_uncached, Function};
+    use function_sdk_rust::proto::v1::function_runner_service_server::FunctionRunnerService;
+
+    let rt = tokio::runtime::Builder::new_current_thread().build();
+    let Ok(rt) = rt else { panic!("no runtime") };
+    let call = |req: &function_sdk_rust::proto::v1::RunFunctionRequest| {
+        rt.block_on(Function::default().run_function(tonic::Request::new(req.clone())))
+            .map(tonic::Response::into_inner)
+            .map_err(|e| e.to_string())
+    };
+    let base = running_request();
+    let mut moved = base.clone();
+    let mut vm = desired(&run_uncached(&base), bpg::VM).unwrap_or_default();
+    vm["status"] =
+        json!({"conditions": [{"type": "Ready", "status": "False", "reason": "Unavailable"}]});
+    moved
+        .observed
+        .get_or_insert_default()
+        .resources
+        .insert(bpg::VM.into(), resource(&vm));
+    for req in [&base, &moved, &base, &moved] {
+        let fresh = run_uncached(req);
+        assert_eq!(call(req), Ok(fresh.clone()), "first call");
+        assert_eq!(call(req), Ok(fresh), "remembered call");
+    }
+    assert_ne!(run_uncached(&base), run_uncached(&moved));
+}

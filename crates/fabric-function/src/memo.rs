@@ -11,8 +11,10 @@
 //!
 //! It also remembers the last whole answer per XR: a request equal in every
 //! field to the one answered last (XR with its status and metadata, observed
-//! composed resources, desired state from earlier steps, input, required
-//! resources, context, meta tag) gets a clone of that response. [`crate::run`]
+//! composed resources, desired state from earlier steps, input, context,
+//! meta tag) gets a clone of that response. A request carrying Secret
+//! content (required resources such as the keys Secret, credentials,
+//! connection details) is never remembered whole, and takes the path below. [`crate::run`]
 //! is a pure function of its request, so this is the same answer a fresh run
 //! gives; any change anywhere in the request is a miss, computed anew. This
 //! is the call Crossplane repeats for a Running machine, and answering it
@@ -147,6 +149,9 @@ impl Memo {
     /// The response given to a request equal to `req` in every field, if it
     /// is the last one answered for its XR.
     pub fn answer(&self, req: &RunFunctionRequest) -> Option<RunFunctionResponse> {
+        if carries_secrets(req) {
+            return None;
+        }
         let xr = xr_identity(req);
         // The comparison and the clone happen outside the lock.
         let last = self.answers.lock().ok()?.by_xr.get(&xr).cloned()?;
@@ -175,6 +180,7 @@ impl Memo {
         bytes: usize,
         kept: Option<(RunFunctionRequest, RunFunctionResponse)>,
     ) {
+        let kept = kept.filter(|(request, _)| !carries_secrets(request));
         let mut old = Vec::new();
         if let Ok(mut answers) = self.answers.lock() {
             old.push(answers.forget(xr));
@@ -281,6 +287,51 @@ impl Memo {
 pub fn global() -> &'static Memo {
     static MEMO: std::sync::LazyLock<Memo> = std::sync::LazyLock::new(Memo::default);
     &MEMO
+}
+
+/// True when the request carries Secret content: credentials, required (or
+/// extra) resources such as the keys Secret, or connection details. Such a
+/// request is never remembered whole, so the memo holds no more key
+/// material than the machine and plan memo does (the Secret's public keys).
+/// The destructuring names every field, so a field added to the protocol
+/// fails to compile here until someone decides whether it is secret.
+fn carries_secrets(req: &RunFunctionRequest) -> bool {
+    use function_sdk_rust::proto::v1::{Resource, State};
+    let RunFunctionRequest {
+        meta: _,
+        observed,
+        desired,
+        input: _,
+        context: _,
+        extra_resources,
+        credentials,
+        required_resources,
+        // OpenAPI schemas Crossplane sends when asked: no Secret content.
+        required_schemas: _,
+    } = req;
+    let connection_details = |state: &Option<State>| {
+        state.as_ref().is_some_and(
+            |State {
+                 composite,
+                 resources,
+             }| {
+                let has = |r: &Resource| {
+                    let Resource {
+                        resource: _,
+                        connection_details,
+                        ready: _,
+                    } = r;
+                    !connection_details.is_empty()
+                };
+                composite.as_ref().is_some_and(has) || resources.values().any(has)
+            },
+        )
+    };
+    !credentials.is_empty()
+        || !required_resources.is_empty()
+        || !extra_resources.is_empty()
+        || connection_details(observed)
+        || connection_details(desired)
 }
 
 /// Which XR a request is about: its kind, API version, namespace, name and

@@ -869,13 +869,20 @@ fn a_response_near_the_grpc_limit_is_refused_not_sent() {
     assert!(!names(&rsp).contains(&"user-data".to_string()));
 }
 
-/// A Running machine's request as Crossplane repeats it: keys from its
-/// Secret, snippet and VM observed Ready, the VM with the provider's status,
-/// the XR Running.
-fn running_request() -> function_sdk_rust::proto::v1::RunFunctionRequest {
+/// A Running machine's request as Crossplane repeats it: snippet and VM
+/// observed Ready, the VM with the provider's status, the XR Running; with
+/// `secret`, the machine's keys come from its Secret.
+fn running_request(secret_keys: bool) -> function_sdk_rust::proto::v1::RunFunctionRequest {
     use fabric_function::run_uncached;
-    let xr = machine_with_secret();
+    let xr = if secret_keys {
+        machine_with_secret()
+    } else {
+        machine()
+    };
     let with_keys = |req| {
+        if !secret_keys {
+            return req;
+        }
         with_required(
             req,
             keys::REQUIREMENT,
@@ -912,7 +919,7 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
     use fabric_function::run_uncached;
     use function_sdk_rust::proto::v1::{RequestMeta, State};
 
-    let base = running_request();
+    let base = running_request(false);
     let base_fresh = run_uncached(&base);
     assert_eq!(fatal(&base_fresh), None);
     assert_eq!(xr_status(&base_fresh)["phase"], json!("Running"));
@@ -1058,6 +1065,36 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
             }),
         ),
         (
+            "credentials",
+            Box::new(|r| {
+                use function_sdk_rust::proto::v1::{
+                    credentials::Source, CredentialData, Credentials,
+                };
+                r.credentials.insert(
+                    "db".into(),
+                    Credentials {
+                        source: Some(Source::CredentialData(CredentialData {
+                            data: [("password".to_string(), b"hunter2".to_vec())].into(),
+                        })),
+                    },
+                );
+            }),
+        ),
+        (
+            "connection details",
+            Box::new(|r| {
+                if let Some(vm) = r
+                    .observed
+                    .get_or_insert_default()
+                    .resources
+                    .get_mut(bpg::VM)
+                {
+                    vm.connection_details
+                        .insert("password".into(), b"hunter2".to_vec());
+                }
+            }),
+        ),
+        (
             "observed XR missing",
             Box::new(|r| {
                 r.observed = Some(State::default());
@@ -1082,7 +1119,16 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
         // These leave a Running machine's answer as it was (a namespaced
         // Machine has no claim; the VM's status wins over the snippet's);
         // the answer must still be a fresh run's.
-        let same_answer = ["XR label", "XR resourceVersion", "snippet id"];
+        let same_answer = [
+            "XR label",
+            "XR resourceVersion",
+            "snippet id",
+            "required resources",
+            "credentials",
+            "connection details",
+        ];
+        // These carry Secret content: never remembered whole.
+        let never_remembered = ["required resources", "credentials", "connection details"];
         if !same_answer.contains(what) {
             assert_ne!(fresh, base_fresh, "{what}: a fresh run answers differently");
         }
@@ -1096,11 +1142,15 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
                 assert_eq!(memo.answer(&changed), None, "{what}: own memo, a miss");
             }
             assert_eq!(answer(&changed), fresh, "{what}: own memo, seen at once");
-            assert_eq!(
-                memo.answer(&changed),
-                Some(fresh.clone()),
-                "{what}: own memo, a hit"
-            );
+            if never_remembered.contains(what) {
+                assert_eq!(memo.answer(&changed), None, "{what}: not remembered");
+            } else {
+                assert_eq!(
+                    memo.answer(&changed),
+                    Some(fresh.clone()),
+                    "{what}: own memo, a hit"
+                );
+            }
         }
     }
 }
@@ -1111,7 +1161,7 @@ fn remembered_answers_stay_within_their_budget() {
     use fabric_function::run_uncached;
 
     let memo = Memo::default();
-    let base = running_request();
+    let base = running_request(false);
     let rsp = run_uncached(&base);
     let mut last = base.clone();
     for i in 0..CAPACITY + 50 {
@@ -1152,7 +1202,7 @@ fn the_grpc_service_remembers_answers_as_run_does() {
             .map(tonic::Response::into_inner)
             .map_err(|e| e.to_string())
     };
-    let base = running_request();
+    let base = running_request(false);
     let mut moved = base.clone();
     let mut vm = desired(&run_uncached(&base), bpg::VM).unwrap_or_default();
     vm["status"] =
@@ -1168,4 +1218,31 @@ fn the_grpc_service_remembers_answers_as_run_does() {
         assert_eq!(call(req), Ok(fresh), "remembered call");
     }
     assert_ne!(run_uncached(&base), run_uncached(&moved));
+}
+
+#[test]
+fn a_request_carrying_a_secret_is_answered_fresh_and_never_remembered_whole() {
+    use fabric_function::memo::Memo;
+    use fabric_function::run_uncached;
+
+    let memo = Memo::default();
+    let base = running_request(true);
+    let fresh = run_uncached(&base);
+    assert!(xr_status(&fresh)["phase"] == json!("Running"), "{fresh:?}");
+    for _ in 0..3 {
+        assert_eq!(run(&base), fresh);
+        memo.remember_answer(&base, &fresh);
+        assert_eq!(memo.answer(&base), None);
+        assert_eq!(memo.answers(), (0, 0));
+    }
+    // Another key in the Secret is seen at once.
+    let other = with_required(
+        base.clone(),
+        keys::REQUIREMENT,
+        &[secret("team-a", "admin-keys", KEY_A)],
+    );
+    let other_fresh = run_uncached(&other);
+    assert_ne!(other_fresh, fresh);
+    assert_eq!(run(&other), other_fresh);
+    assert_eq!(run(&base), fresh);
 }

@@ -148,8 +148,9 @@ fn run_with(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionR
     rsp
 }
 
-/// The remembered answer to an equal request, or a fresh one (`true`) that
-/// the caller remembers.
+/// The remembered answer to an equal request, or a fresh one; `true` when
+/// the caller should remember it (a request with Secret content is never
+/// remembered whole, so its response is not copied for nothing).
 fn answer_or_compose(
     req: &RunFunctionRequest,
     memo: Option<&memo::Memo>,
@@ -158,7 +159,7 @@ fn answer_or_compose(
         tracing::debug!("answered as the last equal request");
         return (rsp, false);
     }
-    (answer(req, memo), true)
+    (answer(req, memo), !memo::carries_secrets(req))
 }
 
 fn answer(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionResponse {

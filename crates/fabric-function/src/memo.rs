@@ -160,6 +160,10 @@ impl Memo {
 
     /// Remembers `rsp` as the answer to `req`, replacing the XR's last one.
     pub fn remember_answer(&self, req: &RunFunctionRequest, rsp: &RunFunctionResponse) {
+        if carries_secrets(req) {
+            self.store(xr_identity(req), 0, None);
+            return;
+        }
         let bytes = prost::Message::encoded_len(req) + prost::Message::encoded_len(rsp);
         let kept = (bytes <= ANSWER_MAX_BYTES).then(|| (req.clone(), rsp.clone()));
         self.store(xr_identity(req), bytes, kept);
@@ -295,7 +299,7 @@ pub fn global() -> &'static Memo {
 /// material than the machine and plan memo does (the Secret's public keys).
 /// The destructuring names every field, so a field added to the protocol
 /// fails to compile here until someone decides whether it is secret.
-fn carries_secrets(req: &RunFunctionRequest) -> bool {
+pub(crate) fn carries_secrets(req: &RunFunctionRequest) -> bool {
     use function_sdk_rust::proto::v1::{Resource, State};
     let RunFunctionRequest {
         meta: _,

@@ -1,25 +1,28 @@
-//! Remembers the validated Machine and its plan between calls.
+//! Remembers, between calls, the validated Machine and its plan, and the
+//! last whole answer per XR.
 //!
 //! Crossplane calls the function for every reconcile of every Machine, and
 //! for a Running machine nothing Fabric reads has changed since the last
 //! call: validating the spec and rendering user-data again is most of the
-//! function's work. Entries are found by a hash and then compared in full
-//! (the XR's identity and spec, the input, the Secret's keys), so a hit is
-//! exactly the same inputs and gives exactly the same plan; a miss is
-//! computed as if there were no memo. Status, metadata other than identity,
-//! and observed resources are not part of the key, and are never cached.
+//! function's work. Machine and plan entries are found by a hash and then
+//! compared in full (the XR's identity and spec, the input, the Secret's
+//! keys), so a hit is exactly the same inputs and gives exactly the same
+//! plan; a miss is computed as if there were no memo. Status, metadata other
+//! than identity, and observed resources are not part of that key, and are
+//! never cached there.
 //!
-//! It also remembers the last whole answer per XR: a request equal in every
-//! field to the one answered last (XR with its status and metadata, observed
-//! composed resources, desired state from earlier steps, input, context,
-//! meta tag) gets a clone of that response. A request carrying Secret
-//! content (required resources such as the keys Secret, credentials,
-//! connection details) is never remembered whole, and takes the path below. [`crate::run`]
-//! is a pure function of its request, so this is the same answer a fresh run
-//! gives; any change anywhere in the request is a miss, computed anew. This
-//! is the call Crossplane repeats for a Running machine, and answering it
-//! skips converting the XR, composing the objects as JSON and converting them
-//! to protobuf Structs.
+//! Answers: a request equal in every field to the one answered last for its
+//! XR (the XR with its status and metadata, observed composed resources,
+//! desired state from earlier steps, input, context, meta tag) gets a clone
+//! of that response. [`crate::run`] is a pure function of its request, so
+//! this is the answer a fresh run gives; any change anywhere in the request
+//! is a miss, computed anew through the machine and plan memo. This is the
+//! call Crossplane repeats for a Running machine, and answering it skips
+//! converting the XR, composing the objects as JSON and converting them to
+//! protobuf Structs. A request carrying Secret content (required resources
+//! such as the keys Secret, credentials, connection details) is never
+//! remembered whole, so no more key material is held than the plan memo's
+//! public keys.
 //!
 //! The memo is bounded ([`CAPACITY`] machines, [`ANSWER_BUDGET_BYTES`] of
 //! answers) so memory stays flat however many machines a function pod serves.

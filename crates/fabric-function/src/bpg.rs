@@ -113,13 +113,7 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
         })
         .unwrap_or_default();
     let (phase, message) = if vm_ready {
-        (
-            Phase::Running,
-            match vm_id {
-                Some(id) => format!("VM {id} is running on node {}", plan.node),
-                None => format!("the VM is running on node {}", plan.node),
-            },
-        )
+        (Phase::Running, plan.running_message(vm_id))
     } else {
         (
             Phase::Provisioning,

@@ -73,6 +73,14 @@ pub struct Plan {
 pub const FABRIC_TAG: &str = "fabric";
 
 impl Plan {
+    /// The status message of a machine whose VM is running, in every backend.
+    pub fn running_message(&self, vm_id: Option<u32>) -> String {
+        match vm_id {
+            Some(id) => format!("VM {id} is running on node {}", self.node),
+            None => format!("the VM is running on node {}", self.node),
+        }
+    }
+
     /// Resolves `machine` against the input. `raw_spec` is the observed XR's
     /// spec as sent, to tell a value the user wrote from a model default.
     pub fn new(

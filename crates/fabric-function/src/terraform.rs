@@ -38,13 +38,7 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     let user_data_file_id =
         output("user_data_file_id").and_then(|v| v.as_str().map(str::to_string));
     let (phase, message) = if ready {
-        (
-            Phase::Running,
-            match vm_id {
-                Some(id) => format!("VM {id} is running on node {}", plan.node),
-                None => format!("the VM is running on node {}", plan.node),
-            },
-        )
+        (Phase::Running, plan.running_message(vm_id))
     } else {
         (
             Phase::Provisioning,

@@ -453,9 +453,9 @@ in
           Type = "notify";
           NotifyAccess = "main";
           ExecStart = execLine agentArgv;
-          # fabric reports READY=1 after its first cycle, which can be a
-          # whole deployment; each command in it has a timeout of its own.
-          TimeoutStartSec = "infinity";
+          # fabric reports READY=1 as soon as its loop runs, before the
+          # first cycle (which can be a whole deployment), so the default
+          # start timeout holds.
           # fabric feeds the watchdog from a thread for as long as its
           # converge loop shows progress (a running build counts), so a
           # long build is not a hang, and a wedged loop gets restarted.

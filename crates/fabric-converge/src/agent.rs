@@ -552,8 +552,10 @@ impl Agent {
     }
 
     /// Cycles until SIGTERM/SIGINT, sleeping `interval` ± jitter between
-    /// cycles. Under systemd (`NOTIFY_SOCKET` set) it reports READY=1 after
-    /// the first cycle and feeds the watchdog while the loop is alive.
+    /// cycles. Under systemd (`NOTIFY_SOCKET` set) it reports READY=1 once
+    /// the loop runs (not after the first cycle, which may be an hour-long
+    /// first deploy that would hold `systemctl start` and the boot) and feeds
+    /// the watchdog while the loop is alive.
     pub fn run(&self) -> u8 {
         let liveness = self.runner.liveness().clone();
         liveness.beat();
@@ -575,13 +577,9 @@ impl Agent {
                 tracing::error!("cannot start the watchdog thread: {e}");
             }
         }
-        let mut ready = false;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         loop {
             let result = self.cycle();
-            if !ready {
-                let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-                ready = true;
-            }
             if result == CycleResult::Cancelled || self.cancel.is_cancelled() {
                 break;
             }

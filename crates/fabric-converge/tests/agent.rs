@@ -478,6 +478,12 @@ fn daemon_notifies_systemd_and_stops_on_sigterm() {
         }
     }
     assert!(seen.contains("READY=1"), "{seen}");
+    // Ready before the first cycle ends: a long first deploy must not hold
+    // `systemctl start` (and the boot) until it is done.
+    assert!(
+        seen.find("READY=1") < seen.find("STATUS="),
+        "READY=1 came after the first cycle: {seen}"
+    );
     assert!(seen.contains("WATCHDOG=1"), "{seen}");
     assert!(
         seen.contains(&format!("STATUS=converged on {}", &head[..12])),

@@ -29,8 +29,8 @@ use fabric_model::FlakeRef;
 /// recorded as rejected: it is not tried again until the remote moves. A
 /// failed build changes nothing and is recorded with its output.
 ///
-/// Runs as fabric-agent.service (Type=notify): READY=1 after the first
-/// cycle, WATCHDOG=1 while the loop is alive. SIGTERM during a build stops
+/// Runs as fabric-agent.service (Type=notify): READY=1 as soon as the loop
+/// runs, WATCHDOG=1 while it is alive. SIGTERM during a build stops
 /// the build; an activation in progress is always finished first.
 ///
 /// Metrics (Prometheus text) on http://127.0.0.1:9750/metrics by default:

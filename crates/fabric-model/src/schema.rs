@@ -251,8 +251,9 @@ pub fn check(
                 let range = match (min, max) {
                     (Some(a), Some(b)) => format!("between {a} and {b}"),
                     (Some(a), None) => format!("at least {a}"),
-                    (None, Some(b)) => format!("at most {b}"),
-                    (None, None) => unreachable_range(),
+                    // Only reachable with a maximum: a number is out of
+                    // range only when some bound exists.
+                    (None, b) => format!("at most {}", b.unwrap_or_default()),
                 };
                 diags.push(
                     Diagnostic::error(path.to_string(), node.pos, format!("{n} is out of range"))
@@ -300,10 +301,6 @@ pub fn check(
         }
     }
     Some(value)
-}
-
-fn unreachable_range() -> String {
-    String::from("in range")
 }
 
 fn check_object(
@@ -385,15 +382,6 @@ fn has_error_under(diags: &[Diagnostic], path: &str) -> bool {
             || d.path.starts_with(&format!("{path}."))
             || d.path.starts_with(&format!("{path}["))
     })
-}
-
-/// `parent.child`, or `child` at the root.
-pub fn join(parent: &str, child: &str) -> String {
-    if parent.is_empty() {
-        child.to_string()
-    } else {
-        format!("{parent}.{child}")
-    }
 }
 
 fn type_error(node: &Node, path: &FieldPath<'_>, expected: &str) -> Diagnostic {

@@ -2,7 +2,7 @@
 # Fabric's whole test suite, with its prerequisites.
 #
 # Installs what the tests drive for real when it is missing (Debian/Ubuntu:
-# cloud-init, nix-bin, genisoimage, git), configures Nix for offline use, and
+# cloud-init, nix-bin, genisoimage and other ISO readers, git), configures Nix for offline use, and
 # runs every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -11,6 +11,11 @@ missing=()
 command -v cloud-init >/dev/null 2>&1 || missing+=(cloud-init)
 command -v nix >/dev/null 2>&1 || missing+=(nix-bin)
 command -v isoinfo >/dev/null 2>&1 || missing+=(genisoimage)
+# More independent ISO 9660 readers for the seed image.
+command -v xorriso >/dev/null 2>&1 || missing+=(xorriso)
+command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
+command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
+command -v iso-info >/dev/null 2>&1 || missing+=(libcdio-utils)
 command -v git >/dev/null 2>&1 || missing+=(git)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then

@@ -33,6 +33,7 @@ pub mod terraform;
 pub mod xrd;
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -566,9 +567,112 @@ fn tag(req: &RunFunctionRequest) -> &str {
     req.meta.as_ref().map_or("", |m| m.tag.as_str())
 }
 
+/// The port of the metrics endpoint when `--metrics-address` is not given
+/// (the Go SDK's and every Crossplane function's).
+pub const METRICS_PORT: u16 = 8080;
+
+/// Where metrics are served when `--metrics-address` is not given: port
+/// 8080 on the host the gRPC server listens on, so metrics are never
+/// reachable from anywhere the function itself is not. In a pod the
+/// function listens on every interface (Crossplane must reach it), and
+/// Prometheus scrapes the pod's :8080 there as for any function; a local
+/// `--address 127.0.0.1:9443` keeps metrics on 127.0.0.1 as well.
+pub fn metrics_address_beside(grpc_address: &str) -> String {
+    match grpc_address.parse::<SocketAddr>() {
+        Ok(a) => SocketAddr::new(a.ip(), METRICS_PORT).to_string(),
+        // A host name (`localhost:9443`): keep the host as written.
+        Err(_) => match grpc_address.rsplit_once(':') {
+            Some((host, _)) if !host.is_empty() => format!("{host}:{METRICS_PORT}"),
+            _ => format!("127.0.0.1:{METRICS_PORT}"),
+        },
+    }
+}
+
+/// Why the function could not serve.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The flags cannot work as given: an address that does not parse, no
+    /// certificates without `--insecure`, certificates that cannot be read.
+    #[error("{0}")]
+    Usage(String),
+    /// Serving failed: an address in use, or the transport failing.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The SDK spells "every interface" as `:8080`, like Go.
+fn listen_spelling(address: &str) -> String {
+    if address.starts_with(':') {
+        format!("0.0.0.0{address}")
+    } else {
+        address.to_string()
+    }
+}
+
+/// Binds `address` once and lets go, so that an address in use or not
+/// ours fails before serving, naming the address, the flag and the cause;
+/// the SDK's own errors here are a bare "transport error" (gRPC) or a log
+/// line without the address (metrics). The sockets are bound again at once
+/// by the SDK; SO_REUSEADDR (std's default on Unix) allows that.
+fn check_listen(address: &str, flag: &str) -> Result<(), ServeError> {
+    let address = listen_spelling(address);
+    match std::net::TcpListener::bind(&address) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let advice = match e.kind() {
+                std::io::ErrorKind::AddrInUse => {
+                    format!("choose another {flag} or stop the process using it")
+                }
+                std::io::ErrorKind::AddrNotAvailable => {
+                    format!("give {flag} an address of this host, or 0.0.0.0 for every interface")
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    format!("give {flag} a port above 1023, or run with CAP_NET_BIND_SERVICE")
+                }
+                _ => format!("check {flag}"),
+            };
+            let message = format!("cannot listen on {address} ({flag}): {e}; {advice}");
+            if matches!(e.kind(), std::io::ErrorKind::InvalidInput) {
+                Err(ServeError::Usage(message))
+            } else {
+                Err(ServeError::Failed(message))
+            }
+        }
+    }
+}
+
+/// An error and its causes: tonic's Display alone says "transport error".
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Serves [`Function`] with the SDK's runtime: mTLS unless `--insecure`,
-/// health and reflection services, metrics, graceful shutdown on SIGTERM.
-pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), function_sdk_rust::Error> {
+/// health and reflection services, metrics at `args.metrics_address` (the
+/// caller decides its default, see [`metrics_address_beside`]; empty serves
+/// none), graceful shutdown on SIGTERM.
+pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), ServeError> {
+    let grpc: SocketAddr = args.address.parse().map_err(|e| {
+        ServeError::Usage(format!(
+            "--address {}: {e} (an IP address and port, e.g. 127.0.0.1:9443 or 0.0.0.0:9443)",
+            args.address
+        ))
+    })?;
+    if !args.insecure && args.tls_certs_dir.is_none() {
+        return Err(ServeError::Usage(
+            function_sdk_rust::Error::MissingTlsCertsDir.to_string(),
+        ));
+    }
+    check_listen(&grpc.to_string(), "--address")?;
+    if !args.metrics_address.is_empty() {
+        check_listen(&args.metrics_address, "--metrics-address")?;
+    }
     let metrics = Metrics::default();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -576,4 +680,13 @@ pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), function_sdk_ru
         .metrics_registry(registry)
         .serve()
         .await
+        .map_err(|e| match e {
+            function_sdk_rust::Error::InvalidAddress(_)
+            | function_sdk_rust::Error::MissingTlsCertsDir
+            | function_sdk_rust::Error::ReadCertificate { .. } => ServeError::Usage(e.to_string()),
+            function_sdk_rust::Error::Transport(_) => {
+                ServeError::Failed(format!("cannot serve on {grpc}: {}", with_causes(&e)))
+            }
+            e => ServeError::Failed(with_causes(&e)),
+        })
 }

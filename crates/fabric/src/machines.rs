@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use fabric_model::{machine, Diagnostic, Machine, Parsed};
 
+use crate::exit::{read_text, Stop, Unusable};
+
 /// A file's machines and problems.
 pub struct Loaded {
     /// The file as the user named it (or as found under a named directory).
@@ -16,29 +18,22 @@ pub struct Loaded {
 }
 
 /// Reads and checks every document of one file.
-pub fn load(path: &Path) -> Result<Loaded, String> {
-    let text = read(path)?;
+pub fn load(path: &Path) -> Result<Loaded, Stop> {
+    let text = read_text(path)?;
     Ok(collect(
         path.display().to_string(),
         machine::parse_stream(&text),
     ))
 }
 
-/// Reads and checks many files, parsing them in parallel.
-pub fn load_many(paths: &[PathBuf]) -> Result<Vec<Loaded>, String> {
-    let texts = paths
-        .iter()
-        .map(|p| read(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(paths
+/// Checks many files already read, parsing them in parallel.
+pub fn check_many(files: &[(PathBuf, String)]) -> Vec<Loaded> {
+    let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
+    files
         .iter()
         .zip(machine::parse_many(&texts))
-        .map(|(p, docs)| collect(p.display().to_string(), docs))
-        .collect())
-}
-
-fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))
+        .map(|((p, _), docs)| collect(p.display().to_string(), docs))
+        .collect()
 }
 
 fn collect(file: String, docs: Vec<Parsed>) -> Loaded {
@@ -63,47 +58,67 @@ fn collect(file: String, docs: Vec<Parsed>) -> Loaded {
 
 /// Reads exactly one valid machine, or returns every diagnostic rendered
 /// with the file name (warnings included, errors first).
-pub fn load_one(path: &Path) -> Result<(Machine, Vec<String>), Vec<String>> {
-    let loaded = load(path).map_err(|e| vec![e])?;
+pub fn load_one(path: &Path) -> Result<(Machine, Vec<String>), Stop> {
+    let loaded = load(path)?;
     let rendered: Vec<String> = loaded
         .diagnostics
         .iter()
         .map(|d| d.located(&loaded.file))
         .collect();
     if loaded.diagnostics.iter().any(Diagnostic::is_error) {
-        return Err(rendered);
+        return Err(Stop::failed(rendered));
     }
     let mut machines = loaded.machines;
     match machines.len() {
         1 => Ok((machines.remove(0), rendered)),
-        0 => Err(vec![format!(
+        0 => Err(Stop::usage(format!(
             "{}: no Machine manifest in this file (expected apiVersion: {} and kind: Machine)",
             loaded.file,
             fabric_model::api::API_VERSION
-        )]),
-        n => Err(vec![format!(
+        ))),
+        n => Err(Stop::failed(vec![format!(
             "{}: {n} Machines in one file (give this command one machine per file)",
             loaded.file
-        )]),
+        )])),
     }
 }
 
-/// Expands files and directories into the YAML files to read, sorted so
-/// that reports come out in the same order every time.
-pub fn expand(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, String> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        if meta.is_dir() {
-            let mut found = Vec::new();
-            walk(p, &mut found).map_err(|e| format!("{}: {e}", p.display()))?;
-            found.sort();
-            out.extend(found.into_iter().map(|f| (f, false)));
-        } else {
-            out.push((p.clone(), true));
-        }
-    }
-    Ok(out)
+/// A path the user named, and the YAML files it stands for.
+pub struct Named {
+    pub path: PathBuf,
+    /// A directory (searched), not a file (taken as it is).
+    pub dir: bool,
+    /// The files to read, sorted so that reports come out in the same
+    /// order every time; or why the path cannot be used.
+    pub files: Result<Vec<PathBuf>, Unusable>,
+}
+
+/// Expands each named file or directory into the YAML files to read.
+pub fn expand(paths: &[PathBuf]) -> Vec<Named> {
+    paths
+        .iter()
+        .map(|p| {
+            let unusable = |e: std::io::Error| Unusable {
+                file: p.display().to_string(),
+                message: format!("cannot read: {e}"),
+            };
+            let dir = p.is_dir();
+            let files = if dir {
+                let mut found = Vec::new();
+                walk(p, &mut found).map(|()| {
+                    found.sort();
+                    found
+                })
+            } else {
+                std::fs::metadata(p).map(|_| vec![p.clone()])
+            };
+            Named {
+                path: p.clone(),
+                dir,
+                files: files.map_err(unusable),
+            }
+        })
+        .collect()
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {

@@ -2,12 +2,13 @@
 //! `fabric-model`, `fabric-cloudinit`, `fabric-function` and `fabric-converge`.
 
 mod cmd;
+mod exit;
 mod machines;
 mod output;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Declare NixOS machines on Proxmox in Git, and keep them that way.
 ///
@@ -20,7 +21,8 @@ use clap::{Parser, Subcommand};
     name = "fabric",
     version,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = exit::RULE
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,14 +42,26 @@ enum Command {
     Doctor(cmd::doctor::Args),
 }
 
+/// The command line as users see it: the derived one, with the SDK's
+/// `--metrics-address` default replaced by Fabric's (see `fabric function`).
+fn command_line() -> clap::Command {
+    Cli::command().mut_subcommand("function", cmd::function::adjust)
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = command_line().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {
         Command::Render(args) => cmd::render::run(args),
         Command::Seed(args) => cmd::seed::run(args),
         Command::Validate(args) => cmd::validate::run(args),
         Command::Compose(args) => cmd::compose::run(args),
-        Command::Function(args) => cmd::function::run(args),
+        Command::Function(args) => {
+            let given = matches
+                .subcommand_matches("function")
+                .is_some_and(cmd::function::metrics_address_given);
+            cmd::function::run(args, given)
+        }
         Command::Bootstrap(args) => cmd::bootstrap::run(args),
         Command::Agent(args) => cmd::agent::run(args),
         Command::Status(args) => cmd::status::run(args),
@@ -62,5 +76,6 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+        super::command_line().debug_assert();
     }
 }

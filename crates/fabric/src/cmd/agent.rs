@@ -41,11 +41,13 @@ use fabric_model::FlakeRef;
 /// fabric_agent_activation_duration_seconds, fabric_agent_polls_total,
 /// fabric_agent_deployments_total, fabric_agent_resident_memory_bytes.
 ///
-/// Exit status (--once): 0 converged or nothing changed, 1 the revision was
-/// rejected (build, activation or health failed) or the remote could not
-/// be asked, 2 bad flake target or --flake, 3 another run holds the lock,
-/// 4 activation and rollback both failed, 143 stopped by SIGTERM. The
-/// daemon exits 0 on SIGTERM.
+/// Exit status (--once): 0 converged or nothing changed; 1 the revision
+/// was rejected (build, activation or health failed), the remote could not
+/// be asked, or the state cannot be written; 2 flake target or --flake
+/// refused, a bad flag, or --root is not an existing directory; 3 another
+/// run holds the lock; 4 activation and rollback both failed; 143 stopped
+/// by SIGTERM. The daemon exits 0 on SIGTERM, 1 when --metrics-address is
+/// taken (systemd retries it), and 2 for a bad flag.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -199,7 +201,9 @@ pub fn run(args: Args) -> ExitCode {
                     "fabric agent: cannot serve metrics on {}: {e}; pick another --metrics-address or use --no-metrics",
                     args.metrics_address
                 );
-                return ExitCode::from(layout::exit::USAGE);
+                // Another process holding the port may go away, so this is
+                // a failure systemd retries (1), not a usage error (2).
+                return ExitCode::from(crate::exit::FAILED);
             }
         }
     }

@@ -31,9 +31,10 @@ use fabric_converge::{layout, parse_duration};
 /// the tail of its output are recorded (see `fabric status`) and no marker
 /// is written.
 ///
-/// Exit status: 0 complete (or already complete), 1 failed (reason
-/// recorded), 2 flake target refused, 4 activation and rollback both
-/// failed, 143 stopped by SIGTERM.
+/// Exit status: 0 complete (or already complete); 1 failed (reason
+/// recorded); 2 flake target refused or not a Git flake, a bad flag, or
+/// --root is not an existing directory; 4 activation and rollback both
+/// failed; 143 stopped by SIGTERM or SIGINT.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,

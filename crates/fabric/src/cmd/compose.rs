@@ -13,6 +13,8 @@ use function_sdk_rust::proto::v1::{
 use function_sdk_rust::resource::{json_to_struct, struct_to_json};
 use serde_json::{json, Value as Json};
 
+use crate::exit::{self, read_text, Unusable};
+
 /// The annotation Crossplane (and `crossplane render`) uses for a composed
 /// resource's composition name.
 pub const RESOURCE_NAME_ANNOTATION: &str = "crossplane.io/composition-resource-name";
@@ -36,9 +38,10 @@ const MAX_REQUIREMENT_ROUNDS: usize = 5;
 /// resources with a Ready=True condition and status.atProvider, annotated
 /// like the output).
 ///
-/// Exit status: 0 when composed (or waiting, e.g. for a Secret); 1 on a
-/// Fatal result (an invalid Machine or Input); 2 when a file cannot be read
-/// or holds no Machine.
+/// Exit status: 0 composed, or waiting (e.g. for a Secret); 1 a Fatal
+/// result (an invalid Machine or Input), invalid YAML, or an observed
+/// resource without its annotation; 2 a file does not exist, cannot be
+/// read, is not UTF-8 text, or holds no Machine (--input: no Input).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     fabric compose example/xr.yaml --input example/composition.yaml\n  \
@@ -68,9 +71,35 @@ pub struct Args {
     pub secret: Vec<PathBuf>,
 }
 
-/// A problem with the command's files (exit status 2).
+/// A problem with the command's files: one that cannot be used at all
+/// (exit 2), or content that is wrong (exit 1).
 #[derive(Debug)]
-struct FileError(String);
+struct FileError {
+    code: u8,
+    message: String,
+}
+
+impl FileError {
+    fn unusable(message: String) -> Self {
+        Self {
+            code: exit::USAGE,
+            message,
+        }
+    }
+
+    fn invalid(message: String) -> Self {
+        Self {
+            code: exit::FAILED,
+            message,
+        }
+    }
+}
+
+impl From<Unusable> for FileError {
+    fn from(u: Unusable) -> Self {
+        Self::unusable(u.to_string())
+    }
+}
 
 pub fn run(args: Args) -> ExitCode {
     match compose(&args) {
@@ -86,23 +115,22 @@ pub fn run(args: Args) -> ExitCode {
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
                 Err(e) => {
                     eprintln!("fabric compose: cannot write to stdout: {e}");
-                    return ExitCode::from(2);
+                    return ExitCode::from(exit::USAGE);
                 }
             }
             report(&rsp, &args.xr)
         }
-        Err(FileError(message)) => {
+        Err(FileError { code, message }) => {
             eprintln!("fabric compose: {message}");
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }
 
 fn read_docs(path: &Path) -> Result<Vec<Json>, FileError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| FileError(format!("{}: cannot read: {e}", path.display())))?;
+    let text = read_text(path)?;
     let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text)
-        .map_err(|e| FileError(format!("{}: invalid YAML: {e}", path.display())))?;
+        .map_err(|e| FileError::invalid(format!("{}: invalid YAML: {e}", path.display())))?;
     Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
 }
 
@@ -130,7 +158,7 @@ fn input_from(path: &Path) -> Result<Json, FileError> {
             return Ok(input.clone());
         }
     }
-    Err(FileError(format!(
+    Err(FileError::unusable(format!(
         "{}: holds no {} Input, nor a Composition with a step that has one",
         path.display(),
         fabric_function::input::API_VERSION
@@ -144,7 +172,7 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         .into_iter()
         .find(|d| matches!(kind(d), Some("Machine" | "XMachine")))
         .ok_or_else(|| {
-            FileError(format!(
+            FileError::unusable(format!(
                 "{}: no Machine or XMachine in this file",
                 args.xr.display()
             ))
@@ -159,7 +187,7 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
                 .and_then(|a| a.get(RESOURCE_NAME_ANNOTATION))
                 .and_then(Json::as_str)
                 .ok_or_else(|| {
-                    FileError(format!(
+                    FileError::invalid(format!(
                         "{}: a {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
                         path.display(),
                         kind(&doc).unwrap_or("document")
@@ -252,7 +280,7 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
             }
         }
         let yaml = serde_saphyr::to_string(&in_manifest_order(doc))
-            .map_err(|e| FileError(format!("cannot write {name} as YAML: {e}")))?;
+            .map_err(|e| FileError::invalid(format!("cannot write {name} as YAML: {e}")))?;
         out.push_str("---\n");
         out.push_str(&yaml);
     }
@@ -303,10 +331,10 @@ fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
         };
         eprintln!("{severity}: {}", r.message);
     }
-    if exit_status(rsp) == 1 {
+    if exit_status(rsp) == exit::FAILED {
         // The same diagnostics again, located in the file this time.
         located_diagnostics(xr_path);
-        return ExitCode::from(1);
+        return ExitCode::from(exit::FAILED);
     }
     let status = rsp
         .desired
@@ -340,7 +368,11 @@ fn exit_status(rsp: &RunFunctionResponse) -> u8 {
         .results
         .iter()
         .any(|r| r.severity == Severity::Fatal as i32);
-    u8::from(fatal)
+    if fatal {
+        exit::FAILED
+    } else {
+        exit::OK
+    }
 }
 
 /// Prints the XR's validation errors with FILE:LINE:COL, when the file can
@@ -463,7 +495,7 @@ mod tests {
         let mut a = args(&[], false);
         a.input = Some(example("secret.yaml"));
         assert!(
-            matches!(compose(&a), Err(FileError(m)) if m.contains("holds no fabric.kubelize.io/v1beta1 Input"))
+            matches!(compose(&a), Err(FileError { code: 2, message: m }) if m.contains("holds no fabric.kubelize.io/v1beta1 Input"))
         );
     }
 
@@ -471,6 +503,8 @@ mod tests {
     fn a_missing_file_is_a_file_error() {
         let mut a = args(&[], false);
         a.xr = example("does-not-exist.yaml");
-        assert!(matches!(compose(&a), Err(FileError(m)) if m.contains("cannot read")));
+        assert!(
+            matches!(compose(&a), Err(FileError { code: 2, message: m }) if m.contains("cannot read"))
+        );
     }
 }

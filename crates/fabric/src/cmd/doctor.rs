@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use fabric_converge::doctor::{self, DoctorOptions};
+use fabric_converge::layout;
 use fabric_converge::process::Runner;
-use fabric_converge::{layout, Root};
 
 /// Run the troubleshooting checklist and say what to fix.
 ///
@@ -22,8 +22,8 @@ use fabric_converge::{layout, Root};
 ///   agent          agent.json is readable, the agent polls, its last outcome
 ///   disk /nix      free space (fail under 1 GiB, warn under 5 GiB)
 ///
-/// Exit status: 0 nothing failed (warnings allowed), 1 a check failed,
-/// 2 bad --root.
+/// Exit status: 0 nothing failed (warnings allowed); 1 a check failed;
+/// 2 a bad flag, or --root is not an existing directory.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -44,12 +44,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let root = match Root::new(&args.root) {
+    let root = match super::machine_root("doctor", &args.root) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("fabric doctor: {e}");
-            return ExitCode::from(layout::exit::USAGE);
-        }
+        Err(code) => return code,
     };
     let mut opts = DoctorOptions::new(root);
     opts.flake_target = args.flake_target;
@@ -59,7 +56,7 @@ pub fn run(args: Args) -> ExitCode {
             Ok(s) => super::agent::out(s),
             Err(e) => {
                 eprintln!("fabric doctor: {e}");
-                return ExitCode::from(layout::exit::FAILED);
+                return ExitCode::from(crate::exit::FAILED);
             }
         }
     } else {

@@ -16,12 +16,21 @@ use std::process::ExitCode;
 /// Crossplane's function runtime provides. Without certificates it refuses
 /// to start unless --insecure is given, for local use with `crossplane
 /// render` and a functions.yaml with the Development runtime annotation.
-/// The gRPC health and reflection services are served beside it, gRPC
-/// metrics at --metrics-address, and SIGTERM or Ctrl-C stops it after
-/// in-flight calls finish. Logs are JSON lines on stderr (--debug: text).
+/// The gRPC health and reflection services are served beside it, and
+/// SIGTERM or Ctrl-C stops it after in-flight calls finish. Logs are JSON
+/// lines on stderr (--debug: text).
 ///
-/// Exit status: 0 after a clean shutdown; 1 when it cannot serve (no
-/// certificates, a bad address, a port in use).
+/// Metrics (OpenMetrics, /metrics) are served on port 8080 of the host
+/// --address listens on, unless --metrics-address (METRICS_ADDRESS) says
+/// otherwise: never wider than the function itself. In Crossplane's pod
+/// the default --address 0.0.0.0:9443 gives 0.0.0.0:8080, where Prometheus
+/// scrapes functions; a local --address 127.0.0.1:9443 keeps them on
+/// 127.0.0.1:8080.
+///
+/// Exit status: 0 after a clean shutdown; 1 it cannot serve (an address
+/// in use or not of this host, the transport failing); 2 a bad flag: an
+/// address that does not parse, no certificates without --insecure, or
+/// certificates that cannot be read.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     fabric function --insecure --address 127.0.0.1:9443 --debug\n  \
@@ -36,7 +45,29 @@ pub struct Args {
     pub sdk: function_sdk_rust::Args,
 }
 
-pub fn run(args: Args) -> ExitCode {
+/// The SDK's `--metrics-address` with Fabric's default, which depends on
+/// --address and so is resolved in [`run`], not by clap.
+pub fn adjust(cmd: clap::Command) -> clap::Command {
+    cmd.mut_arg("metrics_address", |a| {
+        a.hide_default_value(true).help(
+            "Serve metrics at /metrics here (OpenMetrics); empty serves none \
+             [default: the host of --address, port 8080]",
+        )
+    })
+}
+
+/// Whether --metrics-address (or METRICS_ADDRESS) was given, rather than
+/// left to its default.
+pub fn metrics_address_given(matches: &clap::ArgMatches) -> bool {
+    matches
+        .value_source("metrics_address")
+        .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue)
+}
+
+pub fn run(mut args: Args, metrics_address_given: bool) -> ExitCode {
+    if !metrics_address_given {
+        args.sdk.metrics_address = fabric_function::metrics_address_beside(&args.sdk.address);
+    }
     function_sdk_rust::logging::configure(args.sdk.debug);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,7 +76,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("fabric function: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(crate::exit::FAILED);
         }
     };
     match runtime.block_on(fabric_function::serve(&args.sdk)) {
@@ -53,7 +84,10 @@ pub fn run(args: Args) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "cannot serve the function");
             eprintln!("fabric function: {e}");
-            ExitCode::from(1)
+            ExitCode::from(match e {
+                fabric_function::ServeError::Usage(_) => crate::exit::USAGE,
+                fabric_function::ServeError::Failed(_) => crate::exit::FAILED,
+            })
         }
     }
 }

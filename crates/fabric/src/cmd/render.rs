@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use fabric_cloudinit::{RenderOptions, Seed, DEFAULT_FABRIC_FLAKE};
 
+use crate::exit::{self, read_text, Stop};
 use crate::machines;
 use crate::output::write_atomic;
 
@@ -19,8 +20,9 @@ use crate::output::write_atomic;
 /// An invalid machine is refused with the same messages as `fabric
 /// validate`, and nothing is written.
 ///
-/// Exit status: 0 on success, 1 when the machine (or its Secret) is invalid,
-/// 2 when a file cannot be read or written.
+/// Exit status: 0 written or printed; 1 the machine or its Secret is
+/// invalid (invalid YAML included); 2 a file does not exist, cannot be
+/// read, is not UTF-8 text or holds no Machine, or --out cannot be written.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  fabric render examples/machines/dns01.yaml\n  fabric render examples/machines/docker01.yaml --out seed/\n  fabric render machine.yaml --secret admin-keys.yaml --out seed/"
@@ -56,32 +58,21 @@ pub struct SeedArgs {
 
 /// Loads, validates and renders one machine, printing problems on stderr.
 pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, ExitCode> {
-    let (machine, warnings) = match machines::load_one(machine_path) {
-        Ok(ok) => ok,
-        Err(lines) => {
-            for l in lines {
-                eprintln!("{l}");
-            }
-            return Err(ExitCode::from(1));
-        }
-    };
+    let (machine, warnings) = machines::load_one(machine_path).map_err(Stop::report)?;
     for w in warnings {
         eprintln!("{w}");
     }
     let secret_keys = match (&args.secret, &machine.ssh_keys_secret) {
         (Some(path), Some(r)) => {
             let file = path.display().to_string();
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                eprintln!("{file}: cannot read: {e}");
-                ExitCode::from(2)
-            })?;
+            let text = read_text(path).map_err(|u| Stop::from(u).report())?;
             match fabric_model::secret::keys_from_yaml(&text, &r.name, &r.key) {
                 Ok(keys) => Some(keys),
                 Err(diags) => {
                     for d in diags {
                         eprintln!("{}", d.located(&file));
                     }
-                    return Err(ExitCode::from(1));
+                    return Err(ExitCode::from(exit::FAILED));
                 }
             }
         }
@@ -99,7 +90,7 @@ pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, Exit
     };
     fabric_cloudinit::render(&machine, secret_keys.as_deref(), &opts).map_err(|e| {
         eprintln!("{}: {e}", machine_path.display());
-        ExitCode::from(1)
+        ExitCode::from(exit::FAILED)
     })
 }
 
@@ -118,8 +109,8 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("fabric render: {}: {e}", dir.display());
-            ExitCode::from(2)
+            eprintln!("fabric render: {}: cannot write: {e}", dir.display());
+            ExitCode::from(exit::USAGE)
         }
     }
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cmd::render::{prepare, SeedArgs};
+use crate::exit;
 use crate::output::write_atomic;
 
 /// Write a NoCloud seed image (ISO9660, Rock Ridge and Joliet, label cidata).
@@ -15,8 +16,9 @@ use crate::output::write_atomic;
 /// An invalid machine is refused with the same messages as `fabric
 /// validate`, and nothing is written.
 ///
-/// Exit status: 0 on success, 1 when the machine (or its Secret) is invalid,
-/// 2 when a file cannot be read or written.
+/// Exit status: 0 written; 1 the machine or its Secret is invalid (invalid
+/// YAML included); 2 a file does not exist, cannot be read, is not UTF-8
+/// text or holds no Machine, or --output cannot be written.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  fabric seed examples/machines/dns01.yaml --output dns01-seed.iso\n  qm set 120 --ide2 local:iso/dns01-seed.iso,media=cdrom"
@@ -43,7 +45,7 @@ pub fn run(args: Args) -> ExitCode {
         Ok(i) => i,
         Err(e) => {
             eprintln!("fabric seed: cannot build the image: {e}");
-            return ExitCode::from(1);
+            return ExitCode::from(exit::FAILED);
         }
     };
     match write_atomic(&args.output, &image, 0o644) {
@@ -52,8 +54,8 @@ pub fn run(args: Args) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("fabric seed: {}: {e}", args.output.display());
-            ExitCode::from(2)
+            eprintln!("fabric seed: {}: cannot write: {e}", args.output.display());
+            ExitCode::from(exit::USAGE)
         }
     }
 }

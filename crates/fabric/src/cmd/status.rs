@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use fabric_converge::{layout, status, Root};
+use fabric_converge::status;
 
 /// Show what bootstrap and the agent did on this machine.
 ///
@@ -15,8 +15,9 @@ use fabric_converge::{layout, status, Root};
 /// time, and for failures the phase, command and tail of its output).
 /// Never changes anything.
 ///
-/// Exit status: 0 ok, 1 a state file is unreadable or corrupt (the
-/// message gives file:line:column), 2 bad --root.
+/// Exit status: 0 ok (also when nothing is recorded yet); 1 a state file
+/// is unreadable or corrupt (the message gives file:line:column); 2 a bad
+/// flag, or --root is not an existing directory.
 #[derive(Debug, clap::Args)]
 #[command(
     verbatim_doc_comment,
@@ -33,12 +34,9 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let root = match Root::new(&args.root) {
+    let root = match super::machine_root("status", &args.root) {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("fabric status: {e}");
-            return ExitCode::from(layout::exit::USAGE);
-        }
+        Err(code) => return code,
     };
     let report = status::status(&root);
     if args.json {
@@ -46,7 +44,7 @@ pub fn run(args: Args) -> ExitCode {
             Ok(s) => super::agent::out(s),
             Err(e) => {
                 eprintln!("fabric status: {e}");
-                return ExitCode::from(layout::exit::FAILED);
+                return ExitCode::from(crate::exit::FAILED);
             }
         }
     } else {

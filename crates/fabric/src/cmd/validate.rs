@@ -7,6 +7,7 @@ use clap::ValueEnum;
 use fabric_model::fleet::{self, Member};
 use fabric_model::Diagnostic;
 
+use crate::exit::{self, read_text, Unusable};
 use crate::machines;
 
 /// Check Machine manifests, one by one and across the fleet.
@@ -24,8 +25,14 @@ use crate::machines;
 /// addresses used twice, naming every file involved. All problems are
 /// collected before anything is reported.
 ///
-/// Exit status: 0 when every machine is valid (warnings allowed), 1 when any
-/// problem was found, 2 when a path cannot be read.
+/// Every path named must hold at least one Machine, so that a mistyped or
+/// emptied path fails in CI instead of passing as "all valid";
+/// --allow-empty accepts a path without any.
+///
+/// Exit status: 0 every machine is valid (warnings allowed); 1 a problem
+/// was found (invalid YAML, an invalid field, a fleet conflict); 2 a path
+/// does not exist, cannot be read, is not UTF-8 text, or holds no Machine
+/// (without --allow-empty). Problems of every kind are printed first.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json"
@@ -34,6 +41,11 @@ pub struct Args {
     /// Machine manifests, or directories to search for them.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
+
+    /// Accept a path that holds no Machine manifest (for a fleet directory
+    /// that may be empty); without it such a path is an error (exit 2).
+    #[arg(long)]
+    pub allow_empty: bool,
 
     /// Output format: text lines, or one JSON document for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
@@ -52,40 +64,93 @@ pub enum Output {
 struct Problem {
     file: String,
     diagnostic: Diagnostic,
+    /// The path cannot be checked at all (exit 2), rather than checked and
+    /// found wrong.
+    unusable: bool,
+}
+
+impl Problem {
+    fn unusable(u: Unusable, hint: Option<String>) -> Self {
+        let mut diagnostic = Diagnostic::error("", None, u.message);
+        if let Some(h) = hint {
+            diagnostic = diagnostic.hint(h);
+        }
+        Self {
+            file: u.file,
+            diagnostic,
+            unusable: true,
+        }
+    }
 }
 
 pub fn run(args: Args) -> ExitCode {
-    let files = match machines::expand(&args.paths) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("fabric validate: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-    let loaded = match machines::load_many(&paths) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("fabric validate: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let mut problems = Vec::new();
-    for (l, (_, named)) in loaded.iter().zip(&files) {
-        if *named && l.machines.is_empty() && l.diagnostics.is_empty() {
-            problems.push(Problem {
-                file: l.file.clone(),
-                diagnostic: Diagnostic::error("", None, "no Machine manifest in this file").hint(
-                    format!(
-                        "a Machine has apiVersion: {} and kind: Machine",
-                        fabric_model::api::API_VERSION
-                    ),
-                ),
-            });
+    // Each named path's files, as indices into `read`.
+    let mut named = Vec::new();
+    let mut read = Vec::new();
+    for n in machines::expand(&args.paths) {
+        let files = match n.files {
+            Ok(f) => f,
+            Err(u) => {
+                problems.push(Problem::unusable(u, None));
+                continue;
+            }
+        };
+        let mut indices = Vec::new();
+        for f in files {
+            match read_text(&f) {
+                Ok(text) => {
+                    indices.push(read.len());
+                    read.push((f, text));
+                }
+                // A file that cannot be read is not an empty one: it
+                // counts as found, and fails the run on its own.
+                Err(u) => {
+                    indices.push(usize::MAX);
+                    problems.push(Problem::unusable(u, None));
+                }
+            }
         }
+        named.push((n.path, n.dir, indices));
+    }
+    let loaded = machines::check_many(&read);
+    let what = format!(
+        "a Machine has apiVersion: {} and kind: Machine; pass --allow-empty when none is fine",
+        fabric_model::api::API_VERSION
+    );
+    for (path, dir, indices) in &named {
+        // A mistyped or emptied path must not pass as "all valid": every
+        // path named has to hold a Machine (valid or not).
+        let found = indices.iter().any(|&i| {
+            loaded
+                .get(i)
+                .is_none_or(|l| !l.machines.is_empty() || !l.diagnostics.is_empty())
+        });
+        if found || args.allow_empty {
+            continue;
+        }
+        let message = if *dir {
+            format!(
+                "no Machine manifest in this directory ({} *.yaml/*.yml file{} searched)",
+                indices.len(),
+                plural(indices.len())
+            )
+        } else {
+            "no Machine manifest in this file".to_string()
+        };
+        problems.push(Problem::unusable(
+            Unusable {
+                file: path.display().to_string(),
+                message,
+            },
+            Some(what.clone()),
+        ));
+    }
+    for l in &loaded {
         problems.extend(l.diagnostics.iter().map(|d| Problem {
             file: l.file.clone(),
             diagnostic: d.clone(),
+            unusable: false,
         }));
     }
     let members: Vec<Member> = loaded
@@ -101,9 +166,11 @@ pub fn run(args: Args) -> ExitCode {
         problems.push(Problem {
             file: members[c.member].file.to_string(),
             diagnostic: c.diagnostic,
+            unusable: false,
         });
     }
     let errors = problems.iter().filter(|p| p.diagnostic.is_error()).count();
+    let unusable = problems.iter().filter(|p| p.unusable).count();
     match args.output {
         Output::Text => {
             for p in &problems {
@@ -115,10 +182,13 @@ pub fn run(args: Args) -> ExitCode {
                 plural(members.len()),
                 loaded.len(),
                 plural(loaded.len()),
-                if errors == 0 {
-                    "all valid".to_string()
-                } else {
-                    format!("{errors} error{}", plural(errors))
+                match (errors, unusable) {
+                    (0, _) => "all valid".to_string(),
+                    (e, 0) => format!("{e} error{}", plural(e)),
+                    (e, u) => format!(
+                        "{e} error{}, {u} of them on input that cannot be checked",
+                        plural(e)
+                    ),
                 }
             );
         }
@@ -132,6 +202,7 @@ pub fn run(args: Args) -> ExitCode {
                         "column": p.diagnostic.pos.map(|p| p.col),
                         "path": p.diagnostic.path,
                         "severity": if p.diagnostic.is_error() { "error" } else { "warning" },
+                        "unusable": p.unusable,
                         "message": p.diagnostic.message,
                         "hint": p.diagnostic.hint,
                     })
@@ -146,11 +217,13 @@ pub fn run(args: Args) -> ExitCode {
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
     }
-    if errors == 0 {
-        ExitCode::SUCCESS
+    ExitCode::from(if unusable > 0 {
+        exit::USAGE
+    } else if errors > 0 {
+        exit::FAILED
     } else {
-        ExitCode::from(1)
-    }
+        exit::OK
+    })
 }
 
 fn plural(n: usize) -> &'static str {

@@ -1,0 +1,146 @@
+//! The one exit-status rule every `fabric` command follows, and the
+//! reading of input files that decides between its first two failures.
+//!
+//! - 0: done (for `validate`: every machine valid, warnings allowed).
+//! - 1: the input was read and is wrong (invalid YAML, an invalid field, a
+//!   fleet conflict, a Fatal result), or the work itself failed (a build, an
+//!   activation, a port in use, unwritable state).
+//! - 2: the command could not start, or its result has nowhere to go: a bad
+//!   flag or flag value, an input that cannot be used at all (it does not
+//!   exist, cannot be read, is not UTF-8 text, or holds no manifest of the
+//!   kind the command takes: no Machine, no Input; `validate --allow-empty`
+//!   lifts this for an empty set), a `--root` that is not a directory, or
+//!   an output file that cannot be written. clap's usage errors exit 2 too.
+//! - 3, 4, 143: `bootstrap` and `agent --once` only (lock busy, rollback
+//!   failed too, stopped by a signal), from `fabric_converge::layout::exit`.
+//!
+//! 2 is "fix how fabric was called", 1 is "fix the content or the machine";
+//! the NixOS units never restart on 2 (`RestartPreventExitStatus`), so a
+//! failure that a retry can cure (a busy port) must be 1.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use fabric_converge::layout;
+
+pub const OK: u8 = layout::exit::OK;
+pub const FAILED: u8 = layout::exit::FAILED;
+pub const USAGE: u8 = layout::exit::USAGE;
+
+// The converge engine's codes are the CLI's codes: the units' restart policy
+// and the README's table rely on them being the same numbers.
+const _: () = assert!(OK == 0 && FAILED == 1 && USAGE == 2);
+
+/// The rule, for `fabric --help`.
+pub const RULE: &str = "Exit status, for every command:\n  \
+0    done\n  \
+1    the input was read and is wrong, or the work failed\n  \
+2    a bad flag or flag value, or an input that cannot be used at all (missing, unreadable,\n       \
+not UTF-8 text, holding no Machine), or an output that cannot be written\n  \
+3, 4, 143  bootstrap and agent only: lock busy, rollback failed too, stopped by a signal\n\
+Each command's --help says what each status means for it.";
+
+/// Stops a command with a status and the lines that say why.
+#[derive(Debug)]
+pub struct Stop {
+    pub code: u8,
+    pub lines: Vec<String>,
+}
+
+impl Stop {
+    /// An input that cannot be used at all, or a bad flag value (2).
+    pub fn usage(line: impl Into<String>) -> Self {
+        Self {
+            code: USAGE,
+            lines: vec![line.into()],
+        }
+    }
+
+    /// Content that was read and is wrong, or work that failed (1).
+    pub fn failed(lines: Vec<String>) -> Self {
+        Self {
+            code: FAILED,
+            lines,
+        }
+    }
+
+    /// Prints the lines on stderr and gives the status.
+    pub fn report(self) -> ExitCode {
+        for l in &self.lines {
+            eprintln!("{l}");
+        }
+        ExitCode::from(self.code)
+    }
+}
+
+/// A file that cannot be a manifest at all (exit 2), and why.
+#[derive(Debug)]
+pub struct Unusable {
+    pub file: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for Unusable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.file, self.message)
+    }
+}
+
+impl From<Unusable> for Stop {
+    fn from(u: Unusable) -> Self {
+        Stop::usage(u.to_string())
+    }
+}
+
+/// Reads a manifest file as text, or says why it cannot be one (exit 2):
+/// it cannot be read, it is not UTF-8, or it holds a NUL byte, which YAML
+/// never allows and which marks a binary file. The message names the byte
+/// offset, so a stray byte in a long file can be found (`xxd -s OFFSET`).
+pub fn read_text(path: &Path) -> Result<String, Unusable> {
+    let unusable = |message: String| Unusable {
+        file: path.display().to_string(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|e| unusable(format!("cannot read: {e}")))?;
+    if let Some(at) = bytes.iter().position(|&b| b == 0) {
+        return Err(unusable(format!(
+            "a NUL byte at byte offset {at}: this is a binary file, not a YAML manifest"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let byte = e.as_bytes()[at];
+        unusable(format!(
+            "not UTF-8 text: byte 0x{byte:02x} at byte offset {at} (save the manifest as UTF-8)"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_files_name_the_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let latin1 = dir.path().join("latin1.yaml");
+        std::fs::write(&latin1, b"kind: Machine\nname: caf\xe9\n").unwrap();
+        let e = Stop::from(read_text(&latin1).unwrap_err());
+        assert_eq!(e.code, USAGE);
+        assert!(
+            e.lines[0].ends_with(
+                "not UTF-8 text: byte 0xe9 at byte offset 23 (save the manifest as UTF-8)"
+            ),
+            "{:?}",
+            e.lines
+        );
+        let binary = dir.path().join("bin.yaml");
+        std::fs::write(&binary, b"ELF\x00\x01").unwrap();
+        let e = read_text(&binary).unwrap_err();
+        assert!(e.message.contains("NUL byte at byte offset 3"), "{e}");
+        let e = read_text(dir.path()).unwrap_err();
+        assert!(e.message.starts_with("cannot read: "), "{e}");
+        std::fs::write(&binary, "kind: Machine\n").unwrap();
+        assert_eq!(read_text(&binary).unwrap(), "kind: Machine\n");
+    }
+}

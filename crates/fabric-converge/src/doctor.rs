@@ -159,7 +159,7 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
     checks.push(bootstrap_check(root, runner));
     checks.push(cloud_init_check(root));
     checks.push(agent_check(root));
-    checks.push(disk_check(root));
+    checks.push(disk_check());
     DoctorReport { checks }
 }
 
@@ -427,14 +427,23 @@ fn agent_check(root: &Root) -> Check {
     }
 }
 
-fn disk_check(root: &Root) -> Check {
-    let mut dir: PathBuf = root.join(layout::NIX_DIR);
+/// Where builds land: the real /nix, also under --root, because store paths
+/// are never joined under the root (see [`Root`]), so `nix build` fills the
+/// host's store whatever the root. A root's own `DIR/nix` holds only the
+/// profile's links. Without /nix yet, the filesystem it would be made on.
+fn store_filesystem() -> PathBuf {
+    let mut dir = PathBuf::from(layout::NIX_DIR);
     while !dir.exists() {
         match dir.parent() {
             Some(p) => dir = p.to_path_buf(),
             None => break,
         }
     }
+    dir
+}
+
+fn disk_check() -> Check {
+    let dir = store_filesystem();
     match rustix::fs::statvfs(Path::new(&dir)) {
         Err(e) => check(
             "disk /nix",
@@ -458,5 +467,42 @@ fn disk_check(root: &Root) -> Check {
                 check("disk /nix", Verdict::Pass, words, "")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under a --root on another filesystem (tmpfs here) that has a nix
+    /// directory of its own, the free space is still the real store's.
+    #[test]
+    fn disk_space_is_the_real_stores_also_under_a_root() {
+        let shm = Path::new("/dev/shm");
+        assert!(shm.is_dir(), "this test needs the tmpfs at /dev/shm");
+        let dir = tempfile::tempdir_in(shm).unwrap();
+        std::fs::create_dir_all(dir.path().join("nix/var/nix/profiles")).unwrap();
+        let fsid = |p: &Path| rustix::fs::statvfs(p).unwrap().f_fsid;
+        let real = store_filesystem();
+        assert_ne!(
+            fsid(dir.path()),
+            fsid(&real),
+            "the root must be on another filesystem than {} for this test to mean anything",
+            real.display()
+        );
+        let root = Root::new(dir.path()).unwrap();
+        let opts = DoctorOptions::new(root);
+        let report = doctor(&opts, &Runner::new().with_path(String::new()));
+        let disk = report
+            .checks
+            .iter()
+            .find(|c| c.name == "disk /nix")
+            .unwrap();
+        assert!(
+            disk.detail
+                .ends_with(&format!("free in {}", real.display())),
+            "{disk:?}"
+        );
+        assert_ne!(disk.verdict, Verdict::Skip, "{disk:?}");
     }
 }

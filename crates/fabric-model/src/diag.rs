@@ -89,14 +89,40 @@ impl fmt::Display for Diagnostic {
             f.write_str("warning: ")?;
         }
         if !self.path.is_empty() {
-            write!(f, "{}: ", self.path)?;
+            one_line(f, &self.path)?;
+            f.write_str(": ")?;
         }
-        f.write_str(&self.message)?;
+        one_line(f, &self.message)?;
         if let Some(hint) = &self.hint {
-            write!(f, " ({hint})")?;
+            f.write_str(" (")?;
+            one_line(f, hint)?;
+            f.write_str(")")?;
         }
         Ok(())
     }
+}
+
+/// Writes `text` with every line break turned into a space. One problem is
+/// one line: CI logs, editors and `grep` rely on it, and a value the user
+/// wrote (echoed in a message) must not be able to start a line of its own.
+fn one_line(f: &mut fmt::Formatter<'_>, text: &str) -> fmt::Result {
+    let breaks = |c: char| {
+        matches!(
+            c,
+            '\n' | '\r' | '\u{0b}' | '\u{0c}' | '\u{85}' | '\u{2028}' | '\u{2029}'
+        )
+    };
+    for (i, part) in text
+        .split(breaks)
+        .filter(|p| !p.trim().is_empty())
+        .enumerate()
+    {
+        if i > 0 {
+            f.write_str(" ")?;
+        }
+        f.write_str(if i > 0 { part.trim_start() } else { part })?;
+    }
+    Ok(())
 }
 
 /// Diagnostics of one manifest, errors first then warnings, each in document order.

@@ -73,7 +73,19 @@ impl FlakeRefError {
 }
 
 const ACCEPTED: &str = "use git+https://, git+ssh://, github:, gitlab:, sourcehut:, an https:// tarball, or git+file:// for local tests";
-const TOKEN_HINT: &str = "never put a token in the flake reference, which is stored world-readable on the machine; give Nix the token instead with `access-tokens = github.com=<token>` in nix.conf (or NIX_CONFIG), or use git+ssh:// with a deploy key";
+/// Where a token for the flake's host belongs instead of the reference: the
+/// `access-tokens` entry of the host the user named (GitLab's fetcher wants
+/// the token's type in front of it).
+fn token_hint(scheme: FlakeScheme, host: Option<&str>) -> String {
+    let entry = match (scheme, host) {
+        (FlakeScheme::GitHub, _) => "github.com=<token>".to_string(),
+        (FlakeScheme::GitLab, _) => "gitlab.com=PAT:<token>".to_string(),
+        (FlakeScheme::SourceHut, _) => "git.sr.ht=<token>".to_string(),
+        (_, Some(host)) if !host.is_empty() => format!("{host}=<token>"),
+        _ => "<host>=<token>".to_string(),
+    };
+    format!("never put a token in the flake reference, which is stored world-readable on the machine; give Nix the token instead with `access-tokens = {entry}` in nix.conf (or NIX_CONFIG), or use git+ssh:// with a deploy key")
+}
 const KNOWN_PARAMS: [&str; 4] = ["ref", "rev", "dir", "submodules"];
 
 impl FlakeRef {
@@ -109,7 +121,13 @@ impl FlakeRef {
             None => (body, None),
         };
         let (scheme, location, path_ref) = classify(location)?;
-        let params = parse_params(query, scheme)?;
+        let host = match scheme {
+            FlakeScheme::GitHub | FlakeScheme::GitLab | FlakeScheme::SourceHut => None,
+            _ => Url::parse(&location)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string)),
+        };
+        let params = parse_params(query, scheme, host.as_deref())?;
         if path_ref.is_some() && params.iter().any(|(k, _)| k == "ref" || k == "rev") {
             return Err(FlakeRefError::new(
                 "the reference gives a branch or revision twice, in the path and in ?ref=/?rev=",
@@ -356,7 +374,7 @@ fn classify(location: &str) -> Result<(FlakeScheme, String, Option<String>), Fla
             if rest.contains('@') {
                 return Err(FlakeRefError::new(
                     format!("{location} carries a user name or token"),
-                    TOKEN_HINT,
+                    token_hint(kind, None),
                 ));
             }
             let parts: Vec<&str> = rest.split('/').collect();
@@ -439,10 +457,11 @@ fn classify(location: &str) -> Result<(FlakeScheme, String, Option<String>), Fla
 }
 
 fn check_credentials(url: &Url, scheme: FlakeScheme) -> Result<(), FlakeRefError> {
+    let hint = || token_hint(scheme, url.host_str());
     if url.password().is_some() {
         return Err(FlakeRefError::new(
             "the flake reference carries a password or token",
-            TOKEN_HINT,
+            hint(),
         ));
     }
     // A bare user is normal for ssh (git@host); over https a lone user part is
@@ -454,7 +473,7 @@ fn check_credentials(url: &Url, scheme: FlakeScheme) -> Result<(), FlakeRefError
                 "…",
                 url.scheme()
             ),
-            TOKEN_HINT,
+            hint(),
         ));
     }
     Ok(())
@@ -463,6 +482,7 @@ fn check_credentials(url: &Url, scheme: FlakeScheme) -> Result<(), FlakeRefError
 fn parse_params(
     query: Option<&str>,
     scheme: FlakeScheme,
+    host: Option<&str>,
 ) -> Result<Vec<(String, String)>, FlakeRefError> {
     let mut params: Vec<(String, String)> = Vec::new();
     let Some(query) = query else {
@@ -475,7 +495,7 @@ fn parse_params(
             if lower.contains("token") || lower.contains("password") || lower.contains("secret") {
                 return Err(FlakeRefError::new(
                     format!("the query parameter {k} looks like a credential"),
-                    TOKEN_HINT,
+                    token_hint(scheme, host),
                 ));
             }
             let near = KNOWN_PARAMS
@@ -590,6 +610,42 @@ mod tests {
             "git+https://example.org/fleet?rev=0123456789abcdef0123456789abcdef01234567#a",
         ] {
             FlakeRef::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
+
+    #[test]
+    fn a_token_hint_names_the_host_the_reference_names() {
+        for (r, entry) in [
+            (
+                "git+https://user:tok@github.com/o/r#h",
+                "github.com=<token>",
+            ),
+            ("git+https://glpat-x@gitlab.com/o/r#h", "gitlab.com=<token>"),
+            (
+                "git+https://oauth2:tok@gitlab.example.org/o/r#h",
+                "gitlab.example.org=<token>",
+            ),
+            ("gitlab:tok@o/r#h", "gitlab.com=PAT:<token>"),
+            ("github:tok@o/r#h", "github.com=<token>"),
+            ("sourcehut:tok@~o/r#h", "git.sr.ht=<token>"),
+            (
+                "https://tok@files.example.net/f.tar.gz#h",
+                "files.example.net=<token>",
+            ),
+            (
+                "git+https://git.example.org/o/r?private_token=x#h",
+                "git.example.org=<token>",
+            ),
+            ("gitlab:o/r?private_token=x#h", "gitlab.com=PAT:<token>"),
+        ] {
+            let hint = err(r).hint().to_string();
+            assert!(
+                hint.contains(&format!("`access-tokens = {entry}`")),
+                "{r}: {hint}"
+            );
+            if !r.contains("github") {
+                assert!(!hint.contains("github.com"), "{r}: {hint}");
+            }
         }
     }
 

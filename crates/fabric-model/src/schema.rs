@@ -363,10 +363,12 @@ fn required_hint(schema: &Json, field: &str) -> String {
     let desc = schema
         .pointer(&format!("/properties/{field}/description"))
         .and_then(Json::as_str)
+        // Descriptions are doc comments, wrapped over lines; a hint is one line.
+        .map(|d| d.split_whitespace().collect::<Vec<_>>().join(" "))
         .map(|d| {
             d.split(". ")
                 .next()
-                .unwrap_or(d)
+                .unwrap_or(&d)
                 .trim_end_matches('.')
                 .to_string()
         });

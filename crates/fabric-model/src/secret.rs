@@ -16,12 +16,12 @@ pub fn keys_from_yaml(
     name: &str,
     key: &str,
 ) -> Result<Vec<AuthorizedKey>, Vec<Diagnostic>> {
-    let docs = source::parse_yaml(text).map_err(|e| {
-        vec![
-            Diagnostic::error("", Some(e.pos), format!("invalid YAML: {}", e.message))
-                .hint("fix the YAML syntax"),
-        ]
-    })?;
+    if let Err(e) = source::check_manifest_size(text.len() as u64) {
+        return Err(vec![
+            Diagnostic::error("", None, e.to_string()).hint(e.hint())
+        ]);
+    }
+    let docs = source::parse_yaml(text).map_err(|e| vec![crate::machine::syntax_diagnostic(e)])?;
     let secrets: Vec<&Node> = docs
         .iter()
         .filter(|d| d.get("kind").and_then(Node::as_text) == Some("Secret"))
@@ -74,11 +74,14 @@ pub fn keys_from_secret(secret: &Node, key: &str) -> Result<Vec<AuthorizedKey>, 
                     vec![Diagnostic::error(&path, node.pos, "is not valid base64")
                         .hint("values under data are base64; put plain text under stringData")]
                 })?;
-            let text = String::from_utf8(bytes).map_err(|_| {
-                vec![
-                    Diagnostic::error(&path, node.pos, "does not decode to UTF-8 text")
-                        .hint("one public key per line"),
-                ]
+            let text = String::from_utf8(bytes).map_err(|e| {
+                let offset = e.utf8_error().valid_up_to();
+                vec![Diagnostic::error(
+                    &path,
+                    node.pos,
+                    format!("does not decode to UTF-8 text: byte offset {offset} of the decoded value is not UTF-8"),
+                )
+                .hint("one public key per line, as UTF-8 text")]
             })?;
             (path, node.pos, text)
         }

@@ -15,6 +15,11 @@ use crate::remote::Revision;
 
 /// Version of the state file format.
 pub const SCHEMA: u32 = 1;
+/// The largest state file read: 4 MiB. Fabric writes well under 1 MiB (20
+/// deployments with at most 4 KiB of output each, 50 rejections); a bigger
+/// file was not written by fabric, and reading it whole could exhaust a
+/// small VM's memory.
+pub const MAX_STATE_BYTES: u64 = 4 << 20;
 /// How many deployments the history keeps.
 pub const HISTORY_LEN: usize = 20;
 /// How many rejected revisions are remembered.
@@ -393,6 +398,14 @@ pub enum StateError {
         /// What the parser said.
         reason: String,
     },
+    /// Bigger than [`MAX_STATE_BYTES`].
+    #[error("{}: state file is {size} bytes, more than the {MAX_STATE_BYTES} fabric ever writes; fabric bootstrap and fabric agent move it aside and start fresh, or delete it yourself", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// Written by a newer fabric.
     #[error("{}: state schema {found} is newer than this fabric understands ({SCHEMA}); upgrade fabric", path.display())]
     Newer {
@@ -413,17 +426,33 @@ pub enum StateError {
 
 /// Reads a state file; `Ok(None)` when it does not exist.
 pub fn load(path: &Path) -> Result<Option<State>, StateError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StateError::Read {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })
-        }
+    use std::io::Read;
+    let unreadable = |e: std::io::Error| StateError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
     };
-    let state: State = serde_json::from_str(&text).map_err(|e| StateError::Corrupt {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(unreadable(e)),
+    };
+    // Read at most one byte past the limit: the size comes from the
+    // metadata, but a file still growing (or not a regular file) must not
+    // be read without bound either.
+    let mut bytes = Vec::new();
+    file.take(MAX_STATE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_STATE_BYTES {
+        let size = std::fs::metadata(path).map_or(bytes.len() as u64, |m| m.len());
+        return Err(StateError::TooLarge {
+            path: path.to_path_buf(),
+            size: size.max(bytes.len() as u64),
+        });
+    }
+    // From bytes, so that a non-UTF-8 file is reported as corrupt at its
+    // line and column like any other damage.
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
         path: path.to_path_buf(),
         line: e.line().max(1),
         column: e.column().max(1),
@@ -457,7 +486,7 @@ pub struct Recovered {
 pub fn load_or_recover(path: &Path) -> Result<(State, Option<Recovered>), StateError> {
     match load(path) {
         Ok(s) => Ok((s.unwrap_or_default(), None)),
-        Err(error @ StateError::Corrupt { .. }) => {
+        Err(error @ (StateError::Corrupt { .. } | StateError::TooLarge { .. })) => {
             let stamp = humantime::format_rfc3339_seconds(SystemTime::now())
                 .to_string()
                 .replace(':', "");
@@ -586,6 +615,64 @@ mod tests {
         assert_eq!(fresh, State::default());
         let rec = rec.unwrap();
         assert!(rec.moved_to.exists() && !p.exists());
+    }
+
+    #[test]
+    fn an_oversized_or_non_utf8_state_file_is_refused_and_moved_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.json");
+        let big = MAX_STATE_BYTES as usize + 10;
+        std::fs::write(&p, vec![b' '; big]).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(
+            matches!(e, StateError::TooLarge { size, .. } if size == big as u64),
+            "{e}"
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!(
+                "agent.json: state file is {big} bytes, more than the {MAX_STATE_BYTES}"
+            )),
+            "{msg}"
+        );
+        let (fresh, rec) = load_or_recover(&p).unwrap();
+        assert_eq!(fresh, State::default());
+        assert!(rec.unwrap().moved_to.exists() && !p.exists());
+
+        std::fs::write(&p, b"{\n  \"schema\": 1,\n  \"flake\": \"caf\xe9\"\n}").unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(matches!(e, StateError::Corrupt { line: 3, .. }), "{e}");
+        assert!(load_or_recover(&p).unwrap().1.is_some());
+    }
+
+    #[test]
+    fn the_largest_state_fabric_writes_is_within_the_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.json");
+        let mut s = State::default();
+        // Control characters are escaped six bytes each in JSON.
+        let tail: String = "\u{1b}".repeat(4096);
+        for i in 0..2 * HISTORY_LEN {
+            let mut dep = Deployment::start(Phase::Build);
+            dep.outcome = Outcome::BuildFailed;
+            dep.started_at = Timestamp(SystemTime::UNIX_EPOCH + Duration::from_secs(i as u64));
+            dep.error = Some(Failure {
+                phase: Phase::Build,
+                message: "m".repeat(1024),
+                command: Some("c".repeat(1024)),
+                exit_code: Some(1),
+                tail: tail.clone(),
+            });
+            s.record(&dep);
+        }
+        for i in 0..2 * REJECTED_LEN {
+            let rev = Revision::parse(&format!("{i:040x}")).unwrap();
+            s.reject(rev, Outcome::BuildFailed, "r".repeat(1024));
+        }
+        save(&p, &s).unwrap();
+        let size = std::fs::metadata(&p).unwrap().len();
+        assert!(size < MAX_STATE_BYTES / 4, "{size} bytes");
+        assert_eq!(load(&p).unwrap().unwrap(), s);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! What Crossplane observed of the composed resources, read defensively:
 //! an observed object may be anything, so every accessor returns an Option.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use function_sdk_rust::proto::v1::{Resource, RunFunctionRequest};
@@ -108,6 +108,9 @@ pub fn as_u32(value: &Json) -> Option<u32> {
 /// without duplicates, in reported order.
 pub fn guest_addresses(lists: &[Option<Json>]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    // The guest agent reports these, so a guest decides how many there
+    // are: a set keeps the de-duplication linear in them.
+    let mut seen: HashSet<IpAddr> = HashSet::new();
     let mut push = |v: &Json| {
         let Some(text) = v.as_str() else { return };
         let Ok(ip) = text.trim().parse::<IpAddr>() else {
@@ -119,9 +122,8 @@ pub fn guest_addresses(lists: &[Option<Json>]) -> Vec<String> {
                 !(a.is_loopback() || a.is_unspecified() || (a.segments()[0] & 0xffc0) == 0xfe80)
             }
         };
-        let s = ip.to_string();
-        if shown && !out.contains(&s) {
-            out.push(s);
+        if shown && seen.insert(ip) {
+            out.push(ip.to_string());
         }
     };
     for list in lists.iter().flatten() {
@@ -162,5 +164,13 @@ mod tests {
             guest_addresses(&[Some(v4), Some(v6), None]),
             vec!["10.0.1.10".to_string(), "fd00::10".to_string()]
         );
+        // Written differently, the same address is still one address.
+        let v6 = json!(["fd00::10", "fd00:0::0010", "FD00::10"]);
+        assert_eq!(guest_addresses(&[Some(v6)]), vec!["fd00::10".to_string()]);
+        let many: Vec<String> = (0..60_000u32)
+            .map(|i| std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string())
+            .collect();
+        let twice = json!([many.clone(), many.clone()]);
+        assert_eq!(guest_addresses(&[Some(twice)]), many);
     }
 }

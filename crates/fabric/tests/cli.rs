@@ -255,6 +255,35 @@ fn validate_collects_every_problem_across_files_and_exits_1() {
     assert_eq!(missing.status.code(), Some(2));
 }
 
+/// The bundled examples are one fleet: together they must validate, with
+/// every Machine and XMachine in them counted.
+#[test]
+fn every_bundled_example_validates_together() {
+    let mut manifests = 0;
+    for dir in ["examples", "example"] {
+        let mut stack = vec![repo().join(dir)];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(d).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else if path.extension().is_some_and(|x| x == "yaml") {
+                    let t = std::fs::read_to_string(&path).unwrap();
+                    manifests += t
+                        .lines()
+                        .filter(|l| *l == "kind: Machine" || *l == "kind: XMachine")
+                        .count();
+                }
+            }
+        }
+    }
+    let r = fabric(&["validate", "examples", "example", "--output", "json"]);
+    assert_eq!(r.status.code(), Some(0), "{}", text(&r.stdout));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert_eq!(v["machines"], manifests, "{v}");
+    assert!(manifests >= 5);
+}
+
 #[test]
 fn validate_json_output_is_typed() {
     let r = fabric(&["validate", "examples/machines", "--output", "json"]);

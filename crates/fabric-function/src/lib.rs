@@ -690,3 +690,22 @@ pub async fn serve(args: &function_sdk_rust::Args) -> Result<(), ServeError> {
             e => ServeError::Failed(with_causes(&e)),
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::metrics_address_beside;
+
+    #[test]
+    fn metrics_listen_on_the_host_of_the_grpc_address() {
+        for (grpc, metrics) in [
+            ("0.0.0.0:9443", "0.0.0.0:8080"),
+            ("127.0.0.1:9443", "127.0.0.1:8080"),
+            ("10.1.2.3:1", "10.1.2.3:8080"),
+            ("[::1]:9443", "[::1]:8080"),
+            ("[::]:9443", "[::]:8080"),
+            ("localhost:9443", "localhost:8080"),
+        ] {
+            assert_eq!(metrics_address_beside(grpc), metrics, "--address {grpc}");
+        }
+    }
+}

@@ -35,7 +35,7 @@ use crate::machines;
 /// (without --allow-empty). Problems of every kind are printed first.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json"
+    after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
 )]
 pub struct Args {
     /// Machine manifests, or directories to search for them.

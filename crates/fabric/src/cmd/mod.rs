@@ -12,7 +12,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fabric_converge::process::Cancel;
-use fabric_converge::{layout, Root};
+use fabric_converge::Root;
 
 /// `--root DIR` of the converge commands: absolute, and an existing
 /// directory. A mistyped root must not read as a machine with nothing
@@ -42,7 +42,7 @@ pub(crate) fn converge_setup(command: &str, root: &Path) -> Result<(Root, Cancel
     let root = machine_root(command, root)?;
     let cancel = Cancel::on_termination_signals().map_err(|e| {
         eprintln!("fabric {command}: cannot handle SIGTERM: {e}");
-        ExitCode::from(layout::exit::FAILED)
+        ExitCode::from(crate::exit::FAILED)
     })?;
     Ok((root, cancel))
 }

@@ -667,6 +667,13 @@ fn bootstrap_failures() {
         "must be an absolute path",
     );
     expect(2, &["bootstrap", "--timeout", "soon"]);
+    // 1: the remote never answered (within --timeout).
+    f.write_target_text(
+        &format!("git+file://{}?ref=main#host\n", f.path("no-repo").display()),
+        0o644,
+    );
+    let mut waiting = converge(&f, &["bootstrap", "--timeout", "1s"]);
+    has(&expect_cmd(1, &mut waiting), "no-repo");
     // 1: the build failed; the reason is recorded.
     f.write_target(0o644);
     has(
@@ -778,6 +785,18 @@ fn agent_once_failures() {
     let out = terminate(child);
     f.release_build();
     assert_eq!(out.status.code(), Some(143), "{}", text(&out.stderr));
+}
+
+#[test]
+fn agent_once_with_unwritable_state_is_1() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("var/lib")).unwrap();
+    // The state directory is a file: no lock, no state can be written.
+    std::fs::write(root.path().join("var/lib/fabric"), "").unwrap();
+    has(
+        &expect(1, &["agent", "--once", "--root", p(root.path())]),
+        "state: ",
+    );
 }
 
 #[test]

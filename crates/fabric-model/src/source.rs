@@ -73,7 +73,10 @@ const INDEXED_FROM: usize = 16;
 #[derive(Debug, Clone, Default)]
 pub struct Mapping {
     entries: Vec<(Key, Node)>,
-    index: Option<HashMap<String, usize>>,
+    // Boxed: most mappings have none, and every Node is as big as its
+    // biggest variant (88 bytes unboxed, 56 boxed).
+    #[allow(clippy::box_collection)]
+    index: Option<Box<HashMap<String, usize>>>,
 }
 
 impl PartialEq for Mapping {
@@ -119,6 +122,12 @@ impl Mapping {
         if let Some(i) = self.position(&key.text) {
             return Err(&self.entries[i].0);
         }
+        self.push_new(key, value);
+        Ok(())
+    }
+
+    /// Adds an entry whose key the caller has checked is not there yet.
+    fn push_new(&mut self, key: Key, value: Node) {
         let at = self.entries.len();
         match &mut self.index {
             Some(index) => {
@@ -130,12 +139,11 @@ impl Mapping {
                     index.insert(k.text.clone(), i);
                 }
                 index.insert(key.text.clone(), at);
-                self.index = Some(index);
+                self.index = Some(Box::new(index));
             }
             None => {}
         }
         self.entries.push((key, value));
-        Ok(())
     }
 
     fn position(&self, key: &str) -> Option<usize> {
@@ -478,10 +486,8 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
                         pos: node.pos,
                     });
                 }
-                Some(key) => {
-                    // The key was checked when it arrived.
-                    let _ = entries.insert(key, node);
-                }
+                // The key was checked when it arrived.
+                Some(key) => entries.push_new(key, node),
             },
         }
     }
@@ -595,7 +601,7 @@ mod tests {
         let text = keys(n);
         let (docs, probes) = probe::during(|| parse_yaml(&text));
         let docs = docs.unwrap();
-        assert!(probes <= 4 * n as u64, "{probes} comparisons for {n} keys");
+        assert!(probes <= 2 * n as u64, "{probes} comparisons for {n} keys");
         let (found, probes) = probe::during(|| {
             (0..n)
                 .filter(|i| docs[0].get(&format!("k{i}")).is_some())

@@ -331,24 +331,26 @@ pub fn check_manifest_size(size: u64) -> Result<(), TextError> {
 /// no NUL. Errors give the byte offset and the line and column.
 pub fn manifest_text(bytes: &[u8]) -> Result<&str, TextError> {
     check_manifest_size(bytes.len() as u64)?;
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let offset = e.valid_up_to();
-        TextError::NotUtf8 {
-            offset,
-            byte: bytes[offset],
-            pos: pos_at(bytes, offset),
-        }
-    })?;
+    // NUL first: a binary file is better called binary than "not UTF-8" at
+    // whatever byte happens to come first.
     if let Some(offset) = bytes.iter().position(|&b| b == 0) {
         return Err(TextError::Nul {
             offset,
             pos: pos_at(bytes, offset),
         });
     }
-    Ok(text)
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        TextError::NotUtf8 {
+            offset,
+            byte: bytes[offset],
+            pos: pos_at(bytes, offset),
+        }
+    })
 }
 
-/// Line and column of byte `offset`, whose prefix is valid UTF-8.
+/// Line and column of byte `offset`; columns count characters where the
+/// line is UTF-8 up to there, else bytes.
 fn pos_at(bytes: &[u8], offset: usize) -> Pos {
     let before = &bytes[..offset];
     let line_start = before
@@ -698,6 +700,10 @@ mod tests {
         assert_eq!(e.pos(), Some(Pos { line: 1, col: 5 }));
         let e = manifest_text(b"ELF\x00\x01").unwrap_err();
         assert!(e.to_string().contains("NUL byte at byte offset 3"), "{e}");
+        // A binary is called binary even when a non-UTF-8 byte comes first.
+        let e = manifest_text(b"\x89PNG\r\n\x1a\n\x00\x00").unwrap_err();
+        assert_eq!(e.pos(), Some(Pos { line: 3, col: 1 }), "{e}");
+        assert!(e.to_string().contains("NUL byte at byte offset 8"), "{e}");
         assert_eq!(manifest_text(b"kind: Machine\n"), Ok("kind: Machine\n"));
     }
 

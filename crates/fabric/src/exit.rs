@@ -7,7 +7,8 @@
 //!   activation, a port in use, unwritable state).
 //! - 2: the command could not start, or its result has nowhere to go: a bad
 //!   flag or flag value, an input that cannot be used at all (it does not
-//!   exist, cannot be read, is not UTF-8 text, or holds no manifest of the
+//!   exist, cannot be read, is over the manifest size limit, is not UTF-8
+//!   text, or holds no manifest of the
 //!   kind the command takes: no Machine, no Input; `validate --allow-empty`
 //!   lifts this for an empty set), a `--root` that is not a directory, or
 //!   an output file that cannot be written. clap's usage errors exit 2 too.
@@ -22,6 +23,8 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fabric_converge::layout;
+use fabric_model::source::{self, TextError};
+use fabric_model::Diagnostic;
 
 pub const OK: u8 = layout::exit::OK;
 pub const FAILED: u8 = layout::exit::FAILED;
@@ -36,7 +39,7 @@ pub const RULE: &str = "Exit status, for every command:\n  \
 0    done\n  \
 1    the input was read and is wrong, or the work failed\n  \
 2    a bad flag or flag value, or an input that cannot be used at all (missing, unreadable,\n       \
-not UTF-8 text, holding no Machine), or an output that cannot be written\n  \
+over 4 MiB, not UTF-8 text, holding no Machine), or an output that cannot be written\n  \
 3, 4, 143  bootstrap and agent only: lock busy, rollback failed too, stopped by a signal\n\
 Each command's --help says what each status means for it.";
 
@@ -73,16 +76,33 @@ impl Stop {
     }
 }
 
-/// A file that cannot be a manifest at all (exit 2), and why.
+/// A path that cannot be a manifest at all (exit 2), and why, in the form
+/// of every other problem: `FILE[:LINE:COL]: what (what to do)`.
 #[derive(Debug)]
 pub struct Unusable {
     pub file: String,
-    pub message: String,
+    pub diagnostic: Diagnostic,
+}
+
+impl Unusable {
+    pub fn new(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            file: file.into(),
+            diagnostic: Diagnostic::error("", None, message),
+        }
+    }
+
+    fn text(file: &Path, e: &TextError) -> Self {
+        Self {
+            file: file.display().to_string(),
+            diagnostic: Diagnostic::error("", e.pos(), e.to_string()).hint(e.hint()),
+        }
+    }
 }
 
 impl std::fmt::Display for Unusable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.file, self.message)
+        f.write_str(&self.diagnostic.located(&self.file))
     }
 }
 
@@ -93,27 +113,23 @@ impl From<Unusable> for Stop {
 }
 
 /// Reads a manifest file as text, or says why it cannot be one (exit 2):
-/// it cannot be read, it is not UTF-8, or it holds a NUL byte, which YAML
-/// never allows and which marks a binary file. The message names the byte
-/// offset, so a stray byte in a long file can be found (`xxd -s OFFSET`).
+/// it cannot be read, it is larger than any manifest
+/// ([`source::MAX_MANIFEST_BYTES`], checked before reading), it is not
+/// UTF-8, or it holds a NUL byte (a binary file). The model's own check
+/// gives the byte offset and line:column, so a stray byte can be found.
 pub fn read_text(path: &Path) -> Result<String, Unusable> {
-    let unusable = |message: String| Unusable {
-        file: path.display().to_string(),
-        message,
-    };
-    let bytes = std::fs::read(path).map_err(|e| unusable(format!("cannot read: {e}")))?;
-    if let Some(at) = bytes.iter().position(|&b| b == 0) {
-        return Err(unusable(format!(
-            "a NUL byte at byte offset {at}: this is a binary file, not a YAML manifest"
-        )));
+    let cannot_read =
+        |e: std::io::Error| Unusable::new(path.display().to_string(), format!("cannot read: {e}"));
+    let size = std::fs::metadata(path).map_err(cannot_read)?.len();
+    source::check_manifest_size(size).map_err(|e| Unusable::text(path, &e))?;
+    let bytes = std::fs::read(path).map_err(cannot_read)?;
+    match source::manifest_text(&bytes) {
+        Ok(_) => {}
+        Err(e) => return Err(Unusable::text(path, &e)),
     }
-    String::from_utf8(bytes).map_err(|e| {
-        let at = e.utf8_error().valid_up_to();
-        let byte = e.as_bytes()[at];
-        unusable(format!(
-            "not UTF-8 text: byte 0x{byte:02x} at byte offset {at} (save the manifest as UTF-8)"
-        ))
-    })
+    // manifest_text checked it: this cannot fail, and costs no copy.
+    String::from_utf8(bytes)
+        .map_err(|e| Unusable::new(path.display().to_string(), format!("not UTF-8 text: {e}")))
 }
 
 #[cfg(test)]
@@ -121,7 +137,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unusable_files_name_the_byte() {
+    fn unusable_files_name_the_byte_and_exit_2() {
         let dir = tempfile::tempdir().unwrap();
         let latin1 = dir.path().join("latin1.yaml");
         std::fs::write(&latin1, b"kind: Machine\nname: caf\xe9\n").unwrap();
@@ -129,17 +145,25 @@ mod tests {
         assert_eq!(e.code, USAGE);
         assert!(
             e.lines[0].ends_with(
-                "not UTF-8 text: byte 0xe9 at byte offset 23 (save the manifest as UTF-8)"
+                "latin1.yaml:2:10: not UTF-8 text: byte 0xe9 at byte offset 23 (save the manifest as UTF-8)"
             ),
             "{:?}",
             e.lines
         );
         let binary = dir.path().join("bin.yaml");
         std::fs::write(&binary, b"ELF\x00\x01").unwrap();
-        let e = read_text(&binary).unwrap_err();
-        assert!(e.message.contains("NUL byte at byte offset 3"), "{e}");
-        let e = read_text(dir.path()).unwrap_err();
-        assert!(e.message.starts_with("cannot read: "), "{e}");
+        let e = read_text(&binary).unwrap_err().to_string();
+        assert!(
+            e.contains("bin.yaml:1:4: a NUL byte at byte offset 3"),
+            "{e}"
+        );
+        let e = read_text(dir.path()).unwrap_err().to_string();
+        assert!(e.contains(": cannot read: "), "{e}");
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(source::MAX_MANIFEST_BYTES as u64 + 1).unwrap();
+        let e = read_text(&big).unwrap_err().to_string();
+        assert!(e.contains("more than the 4 MiB a manifest may have"), "{e}");
         std::fs::write(&binary, "kind: Machine\n").unwrap();
         assert_eq!(read_text(&binary).unwrap(), "kind: Machine\n");
     }

@@ -98,9 +98,8 @@ pub fn expand(paths: &[PathBuf]) -> Vec<Named> {
     paths
         .iter()
         .map(|p| {
-            let unusable = |e: std::io::Error| Unusable {
-                file: p.display().to_string(),
-                message: format!("cannot read: {e}"),
+            let unusable = |e: std::io::Error| {
+                Unusable::new(p.display().to_string(), format!("cannot read: {e}"))
             };
             let dir = p.is_dir();
             let files = if dir {

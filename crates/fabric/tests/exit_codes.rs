@@ -135,13 +135,21 @@ fn validate() {
     let out = expect(2, &["validate", p(&f.path("binary.yaml"))]);
     has(
         &out,
-        "binary.yaml: a NUL byte at byte offset 7: this is a binary file",
+        "binary.yaml:1:8: a NUL byte at byte offset 7: this is a binary file",
     );
     let out = expect(2, &["validate", p(&f.path("latin1.yaml"))]);
     has(
         &out,
-        "latin1.yaml: not UTF-8 text: byte 0xe9 at byte offset 34",
+        "latin1.yaml:2:20: not UTF-8 text: byte 0xe9 at byte offset 34 (save the manifest as UTF-8)",
     );
+    // Larger than any manifest: refused by its size, before it is read.
+    let big = f.path("big.yaml");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    let out = expect(2, &["validate", p(&big)]);
+    has(&out, "big.yaml: the file is 64 MiB");
     let out = expect(2, &["validate", p(&f.path("secret.yaml"))]);
     has(&out, "secret.yaml: no Machine manifest in this file (a Machine has apiVersion: infra.kubelize.io/v1alpha1 and kind: Machine; pass --allow-empty when none is fine)");
     let empty = tempfile::tempdir().unwrap();

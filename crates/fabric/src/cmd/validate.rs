@@ -31,8 +31,9 @@ use crate::machines;
 ///
 /// Exit status: 0 every machine is valid (warnings allowed); 1 a problem
 /// was found (invalid YAML, an invalid field, a fleet conflict); 2 a path
-/// does not exist, cannot be read, is not UTF-8 text, or holds no Machine
-/// (without --allow-empty). Problems of every kind are printed first.
+/// does not exist, cannot be read, is over 4 MiB, is not UTF-8 text, or
+/// holds no Machine (without --allow-empty). Every problem is printed
+/// first.
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
@@ -70,14 +71,10 @@ struct Problem {
 }
 
 impl Problem {
-    fn unusable(u: Unusable, hint: Option<String>) -> Self {
-        let mut diagnostic = Diagnostic::error("", None, u.message);
-        if let Some(h) = hint {
-            diagnostic = diagnostic.hint(h);
-        }
+    fn unusable(u: Unusable) -> Self {
         Self {
             file: u.file,
-            diagnostic,
+            diagnostic: u.diagnostic,
             unusable: true,
         }
     }
@@ -92,7 +89,7 @@ pub fn run(args: Args) -> ExitCode {
         let files = match n.files {
             Ok(f) => f,
             Err(u) => {
-                problems.push(Problem::unusable(u, None));
+                problems.push(Problem::unusable(u));
                 continue;
             }
         };
@@ -107,7 +104,7 @@ pub fn run(args: Args) -> ExitCode {
                 // counts as found, and fails the run on its own.
                 Err(u) => {
                     indices.push(usize::MAX);
-                    problems.push(Problem::unusable(u, None));
+                    problems.push(Problem::unusable(u));
                 }
             }
         }
@@ -138,13 +135,9 @@ pub fn run(args: Args) -> ExitCode {
         } else {
             "no Machine manifest in this file".to_string()
         };
-        problems.push(Problem::unusable(
-            Unusable {
-                file: path.display().to_string(),
-                message,
-            },
-            Some(what.clone()),
-        ));
+        let mut u = Unusable::new(path.display().to_string(), message);
+        u.diagnostic = u.diagnostic.hint(what.clone());
+        problems.push(Problem::unusable(u));
     }
     for l in &loaded {
         problems.extend(l.diagnostics.iter().map(|d| Problem {

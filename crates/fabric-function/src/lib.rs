@@ -177,16 +177,37 @@ fn answer(req: &RunFunctionRequest, memo: Option<&memo::Memo>) -> RunFunctionRes
     rsp
 }
 
+/// A Struct as JSON with every object's keys sorted. A Struct's fields are
+/// a hash map, iterated in another order each time the same bytes are
+/// decoded; unsorted, the problems found in an Input or a Machine would be
+/// listed in a different order on every call, and Crossplane would see a
+/// new Fatal message each reconcile.
+fn struct_to_ordered_json(s: &pbjson_types::Struct) -> Json {
+    fn sort(value: &mut Json) {
+        match value {
+            Json::Object(map) => {
+                map.sort_keys();
+                map.values_mut().for_each(sort);
+            }
+            Json::Array(items) => items.iter_mut().for_each(sort),
+            _ => {}
+        }
+    }
+    let mut json = struct_to_json(s);
+    sort(&mut json);
+    json
+}
+
 fn compose(
     req: &RunFunctionRequest,
     rsp: &mut RunFunctionResponse,
     memo: Option<&memo::Memo>,
 ) -> Result<(), Failure> {
-    let input_json = req.input.as_ref().map(struct_to_json);
+    let input_json = req.input.as_ref().map(struct_to_ordered_json);
     let input = input::parse(input_json.as_ref()).map_err(Failure)?;
     let xr = request::observed_composite(req)
         .and_then(|r| r.resource.as_ref())
-        .map(struct_to_json)
+        .map(struct_to_ordered_json)
         .ok_or_else(|| {
             Failure::invalid(
                 "observed.composite",

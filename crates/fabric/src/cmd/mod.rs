@@ -26,11 +26,11 @@ pub(crate) fn machine_root(command: &str, dir: &Path) -> Result<Root, ExitCode> 
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(root),
         Ok(_) => Err(usage(format!(
-            "--root {}: not a directory (give the directory that stands for the machine's /)",
+            "--root {}: not a directory; give the directory that stands for the machine's /",
             dir.display()
         ))),
         Err(e) => Err(usage(format!(
-            "--root {}: {e} (give an existing directory that stands for the machine's /)",
+            "--root {}: {e}; give an existing directory that stands for the machine's /",
             dir.display()
         ))),
     }

@@ -26,8 +26,14 @@ pub struct Conflict {
     pub diagnostic: Diagnostic,
 }
 
+/// How many of the other members a clash's error names. Naming all of them
+/// made the report quadratic: 5,000 copies of one machine gave 25 million
+/// file names. Every member still gets its own error.
+const NAMED_OTHERS: usize = 8;
+
 /// Finds hostnames, FQDNs and static addresses used by more than one machine.
-/// Each member of a clash gets its own error, naming every other file.
+/// Each member of a clash gets its own error, naming the other files (the
+/// first [`NAMED_OTHERS`] of them, then how many more).
 pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
     let mut out = Vec::new();
     let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -51,11 +57,16 @@ pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
                 return;
             }
             for &i in group {
-                let others: Vec<String> = group
+                let mut others: Vec<String> = group
                     .iter()
                     .filter(|&&j| j != i)
+                    .take(NAMED_OTHERS)
                     .map(|&j| locate(members[j].file, members[j].machine.pos(path)))
                     .collect();
+                let more = group.len() - 1 - others.len();
+                if more > 0 {
+                    others.push(format!("and {more} more"));
+                }
                 let m = members[i].machine;
                 out.push(Conflict {
                     member: i,

@@ -49,6 +49,35 @@ fn duplicates_name_every_file_involved() {
 }
 
 #[test]
+fn a_clash_of_many_machines_is_reported_in_linear_space() {
+    let n = 2_000;
+    let one = machine("a", "dns01", "10.0.0.1", None);
+    let files: Vec<String> = (0..n).map(|i| format!("m{i}.yaml")).collect();
+    let members: Vec<Member> = files
+        .iter()
+        .map(|file| Member {
+            file,
+            machine: &one,
+        })
+        .collect();
+    let found = conflicts(&members);
+    // One hostname error and one address error per machine.
+    assert_eq!(found.len(), 2 * n);
+    let longest = found
+        .iter()
+        .map(|c| c.diagnostic.to_string().len())
+        .max()
+        .unwrap_or_default();
+    assert!(longest < 400, "an error of {longest} bytes");
+    let first = found[0].diagnostic.located(&files[found[0].member]);
+    assert!(
+        first.starts_with("m0.yaml:6:13: spec.hostname: hostname dns01 is also used by m1.yaml:6:13, m2.yaml:6:13,")
+            && first.contains(&format!("m8.yaml:6:13, and {} more (", n - 9)),
+        "{first}"
+    );
+}
+
+#[test]
 fn distinct_machines_do_not_conflict() {
     let ms = [
         machine("a", "a", "10.0.0.1", None),

@@ -26,6 +26,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Debian's nix-bin alone does not create the build users (nix-setup-systemd
+# does, along with a daemon the tests do not want), and a root nix refuses to
+# build without the `nixbld` group its default configuration names.
+if ! getent group nixbld >/dev/null; then
+  echo "test.sh: creating the nixbld group and build users" >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo groupadd --system nixbld
+  for i in 1 2 3 4 5 6 7 8; do
+    $sudo useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+      --gid nixbld --groups nixbld "nixbld$i"
+  done
+fi
+
 # Real Nix, offline: no binary cache, no sandbox (no user namespaces needed).
 export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters =\nsandbox = false'
 # Git identities for the test flakes' commits.

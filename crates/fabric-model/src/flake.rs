@@ -121,13 +121,7 @@ impl FlakeRef {
             None => (body, None),
         };
         let (scheme, location, path_ref) = classify(location)?;
-        let host = match scheme {
-            FlakeScheme::GitHub | FlakeScheme::GitLab | FlakeScheme::SourceHut => None,
-            _ => Url::parse(&location)
-                .ok()
-                .and_then(|u| u.host_str().map(str::to_string)),
-        };
-        let params = parse_params(query, scheme, host.as_deref())?;
+        let params = parse_params(query, scheme, &location)?;
         if path_ref.is_some() && params.iter().any(|(k, _)| k == "ref" || k == "rev") {
             return Err(FlakeRefError::new(
                 "the reference gives a branch or revision twice, in the path and in ?ref=/?rev=",
@@ -482,7 +476,7 @@ fn check_credentials(url: &Url, scheme: FlakeScheme) -> Result<(), FlakeRefError
 fn parse_params(
     query: Option<&str>,
     scheme: FlakeScheme,
-    host: Option<&str>,
+    location: &str,
 ) -> Result<Vec<(String, String)>, FlakeRefError> {
     let mut params: Vec<(String, String)> = Vec::new();
     let Some(query) = query else {
@@ -495,7 +489,11 @@ fn parse_params(
             if lower.contains("token") || lower.contains("password") || lower.contains("secret") {
                 return Err(FlakeRefError::new(
                     format!("the query parameter {k} looks like a credential"),
-                    token_hint(scheme, host),
+                    // Parsed again only here: the host is needed for this hint alone.
+                    token_hint(
+                        scheme,
+                        Url::parse(location).ok().as_ref().and_then(Url::host_str),
+                    ),
                 ));
             }
             let near = KNOWN_PARAMS

@@ -428,18 +428,24 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
                     pos: Some(pos),
                 }
             }
-            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+            Event::SequenceStart(_, anchor, _) => {
                 if anchor != 0 {
                     return Err(anchor_error(pos));
                 }
                 if stack.len() >= MAX_DEPTH {
                     return Err(too_deep(pos));
                 }
-                stack.push(if matches!(event, Event::SequenceStart(..)) {
-                    Frame::Seq(pos, Vec::new())
-                } else {
-                    Frame::Map(pos, Mapping::new(), None)
-                });
+                stack.push(Frame::Seq(pos, Vec::new()));
+                continue;
+            }
+            Event::MappingStart(_, anchor, _) => {
+                if anchor != 0 {
+                    return Err(anchor_error(pos));
+                }
+                if stack.len() >= MAX_DEPTH {
+                    return Err(too_deep(pos));
+                }
+                stack.push(Frame::Map(pos, Mapping::new(), None));
                 continue;
             }
             Event::SequenceEnd => match stack.pop() {
@@ -467,21 +473,10 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
                     let text = match node.value {
                         Value::Scalar { text, .. } => text,
                         Value::Null => String::new(),
-                        _ => {
-                            return Err(SyntaxError::at(
-                                node.pos.unwrap_or(pos),
-                                "complex mapping keys are not supported",
-                            ))
-                        }
+                        _ => return Err(complex_key(node.pos.unwrap_or(pos))),
                     };
                     if let Some(first) = entries.key(&text) {
-                        return Err(SyntaxError::at(
-                            node.pos.unwrap_or(pos),
-                            format!(
-                                "the key {text:?} appears twice in this mapping (first at line {})",
-                                first.pos.map(|p| p.line).unwrap_or(0)
-                            ),
-                        ));
+                        return Err(duplicate_key(&text, first, node.pos.unwrap_or(pos)));
                     }
                     *pending = Some(Key {
                         text,
@@ -504,6 +499,8 @@ enum Frame {
 /// The parser's error, located where the user has to look: a tab error is
 /// reported at the tab (the scanner notices it only while finishing the
 /// scalar before it, often on the line above).
+#[cold]
+#[inline(never)]
 fn scan_error(text: &str, e: &ScanError) -> SyntaxError {
     let at = Pos {
         line: e.marker().line() as u32,
@@ -526,6 +523,8 @@ fn scan_error(text: &str, e: &ScanError) -> SyntaxError {
 
 /// The first tab in a line's indentation at or after `line` (1-based), else
 /// the first tab at all from there.
+#[cold]
+#[inline(never)]
 fn tab_position(text: &str, line: usize) -> Option<Pos> {
     let lines = || text.split('\n').enumerate().skip(line.saturating_sub(1));
     let at = |n: usize, col: usize| Pos {
@@ -544,6 +543,26 @@ fn tab_position(text: &str, line: usize) -> Option<Pos> {
         })
 }
 
+#[cold]
+#[inline(never)]
+fn duplicate_key(text: &str, first: &Key, pos: Pos) -> SyntaxError {
+    SyntaxError::at(
+        pos,
+        format!(
+            "the key {text:?} appears twice in this mapping (first at line {})",
+            first.pos.map(|p| p.line).unwrap_or(0)
+        ),
+    )
+}
+
+#[cold]
+#[inline(never)]
+fn complex_key(pos: Pos) -> SyntaxError {
+    SyntaxError::at(pos, "complex mapping keys are not supported")
+}
+
+#[cold]
+#[inline(never)]
 fn too_deep(pos: Pos) -> SyntaxError {
     SyntaxError {
         message: format!("collections are nested more than {MAX_DEPTH} levels deep"),
@@ -559,10 +578,14 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+#[cold]
+#[inline(never)]
 fn anchor_error(pos: Pos) -> SyntaxError {
     SyntaxError::at(pos, "anchors (&name) are not supported in manifests")
 }
 
+#[cold]
+#[inline(never)]
 fn unreachable_frame(pos: Pos) -> Result<Node, SyntaxError> {
     Err(SyntaxError::at(pos, "unbalanced YAML structure"))
 }

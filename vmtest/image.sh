@@ -131,6 +131,8 @@ flavour_debian() {
 datasource_list: [NoCloud, None]
 growpart: {mode: "off"}
 resize_rootfs: false
+# minbase generates no en_US.UTF-8, Debian's default for the locale module.
+locale: C.UTF-8
 EOF
 }
 
@@ -139,7 +141,15 @@ flavour_nixos() {
   src=$work/cloud-init-src
   mkdir -p "$src"
   tar -xJf "$reference/cloud-init-25.2.tar.xz" -C "$src" --strip-components=1
-  install -m 0644 "$reference/nixos.py" "$src/cloudinit/distros/nixos.py"
+  # The reference nixos.py uses two names that cloud-init 25.2 no longer
+  # has (cloudinit.log.getLogger, util.load_file): every stage fails on
+  # importing it, and the hostname cannot be written. Use what 25.2's own
+  # distros use (the standard logging module, util.load_text_file).
+  sed -e 's/^from cloudinit import log as logging$/import logging/' \
+      -e 's/util\.load_file(/util.load_text_file(/' \
+    "$reference/nixos.py" > "$src/cloudinit/distros/nixos.py"
+  grep -q '^import logging$' "$src/cloudinit/distros/nixos.py"
+  grep -q 'util.load_text_file(' "$src/cloudinit/distros/nixos.py"
   # nixpkgs' patch registers the distro as its own OS family.
   python3 - "$src/cloudinit/distros/__init__.py" <<'PY'
 import sys
@@ -155,6 +165,8 @@ PY
   mkdir -p "$r/etc/cloud/cloud.cfg.d" "$r/etc/cloud/templates"
   cp -a "$src/templates/." "$r/etc/cloud/templates/"
   install -m 0644 "$reference/cloud.cfg" "$r/etc/cloud/cloud.cfg"
+  # The package's own logging configuration, as nixpkgs installs it.
+  install -m 0644 "$src/config/cloud.cfg.d/05_logging.cfg" "$r/etc/cloud/cloud.cfg.d/05_logging.cfg"
   cat > "$r/usr/bin/cloud-init" <<'EOF'
 #!/usr/bin/python3
 import sys

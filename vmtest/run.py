@@ -1,0 +1,877 @@
+#!/usr/bin/env python3
+"""The VM test: Machine YAML -> `fabric seed` -> QEMU guest -> converged.
+
+Run through `vmtest/run` (which installs prerequisites and builds or reuses
+the image); see README.md, "VM test". Every scenario of issue 8 runs on
+each flavour; guests boot in parallel, two at a time by default.
+
+Channels: the guest is driven over SSH as the Machine's admin user with the
+key the Machine declares (QEMU's user network forwards one loopback port of
+the host to the guest's port 22; with restrict=on the guest can reach
+nothing outside). Results are read from the guest's own files, journal and
+`fabric status --json`, never inferred from timings. On a failure the
+serial console tail and the journal of the units involved are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false"
+
+# The agent's settings for the test (a NixOS user sets them the same way,
+# through the module): a short interval so that a commit is picked up
+# quickly, a short watchdog so that three periods pass in under a minute.
+AGENT_INTERVAL_S = 10
+AGENT_WATCHDOG_S = 10
+HEALTH_CHECK = "test ! -e /run/current-system/unhealthy"
+METRICS = "127.0.0.1:9750"
+
+ADMIN = "ops"
+IFACE = "lan0"
+GUEST_IP = "10.0.2.15"
+GUEST_IP6 = "fd00:10::15"
+
+T0 = time.monotonic()
+PRINT_LOCK = threading.Lock()
+GUESTS: list = []
+
+
+def say(msg: str) -> None:
+    with PRINT_LOCK:
+        print(f"[{time.monotonic() - T0:6.0f}s] {msg}", flush=True)
+
+
+class Failed(Exception):
+    """An assertion about the guest did not hold."""
+
+
+def check(cond: bool, what: str) -> None:
+    if not cond:
+        raise Failed(what)
+
+
+def run(argv, **kw) -> str:
+    kw.setdefault("check", True)
+    out = subprocess.run(argv, capture_output=True, text=True, **kw)
+    return out.stdout
+
+
+def git(repo: Path, *args: str) -> str:
+    env = dict(os.environ)
+    env.update(
+        GIT_AUTHOR_NAME="fabric-vmtest",
+        GIT_AUTHOR_EMAIL="vmtest@fabric.invalid",
+        GIT_COMMITTER_NAME="fabric-vmtest",
+        GIT_COMMITTER_EMAIL="vmtest@fabric.invalid",
+    )
+    out = subprocess.run(
+        ["git", "-C", str(repo), "-c", "commit.gpgsign=false", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"git {args}: {out.stderr}")
+    return out.stdout.strip()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- what every guest shares ---------------------------------------------------
+
+
+class Run:
+    """Host-side material of one test run."""
+
+    def __init__(self, work: Path, image: Path, fabric: Path):
+        self.work = work
+        self.image = image
+        self.key = work / "id_ed25519"
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmtest@host", "-f", str(self.key)])
+        self.pubkey = (work / "id_ed25519.pub").read_text().strip()
+        # The package dir `fabric/bin/fabric`: `nix-store --add` registers it
+        # under the same content-addressed path on the host and in the guest.
+        self.package = work / "fabric-package" / "fabric"
+        (self.package / "bin").mkdir(parents=True)
+        run(["strip", "--strip-debug", "-o", str(self.package / "bin" / "fabric"), str(fabric)])
+        os.chmod(self.package / "bin" / "fabric", 0o755)
+        env = dict(os.environ, NIX_CONFIG=NIX_CONFIG)
+        self.fabric_store_path = run(["nix-store", "--add", str(self.package)], env=env).strip()
+        self.agent_unit = render_agent_unit(self.fabric_store_path)
+        (work / "fabric-agent.service").write_text(self.agent_unit)
+
+
+def render_agent_unit(fabric_store_path: str) -> str:
+    """nix/module.nix's fabric-agent, evaluated by vmtest/agent-unit.nix, as a unit file."""
+    env = dict(os.environ, NIX_CONFIG=NIX_CONFIG)
+    out = run(
+        [
+            "nix-instantiate", "--readonly-mode", "--eval", "--strict", "--json",
+            str(HERE / "agent-unit.nix"),
+            "--argstr", "fabricPackage", fabric_store_path,
+            "--argstr", "interval", f"{AGENT_INTERVAL_S}s",
+            "--argstr", "watchdogSec", f"{AGENT_WATCHDOG_S}s",
+            "--argstr", "healthCheck", HEALTH_CHECK,
+        ],
+        env=env,
+    )
+    unit = json.loads(out)
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return " ".join(value(x) for x in v)
+        return str(v)
+
+    lines = ["# nix/module.nix's systemd.services.fabric-agent, rendered by vmtest/run.py", "[Unit]"]
+    lines.append(f"Description={unit['description']}")
+    for key, name in (("wants", "Wants"), ("after", "After"), ("requires", "Requires")):
+        if unit.get(key):
+            lines.append(f"{name}={value(unit[key])}")
+    for k, v in sorted(unit.get("unitConfig", {}).items()):
+        lines.append(f"{k}={value(v)}")
+    lines.append("")
+    lines.append("[Service]")
+    # The module's `path` names nixpkgs packages, which the guest lacks; its
+    # Debian counterparts stand in. /run/current-system/sw is kept as is.
+    path = [p + "/bin" for p in unit.get("path", []) if not p.startswith("/nix/store/")]
+    path += ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+    lines.append(f"Environment=\"PATH={':'.join(path)}\"")
+    for k, v in sorted(unit.get("environment", {}).items()):
+        lines.append(f"Environment=\"{k}={v}\"")
+    for k, v in sorted(unit["serviceConfig"].items()):
+        lines.append(f"{k}={value(v)}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+# --- one guest --------------------------------------------------------------------
+
+
+class Fleet:
+    """The fleet repository: a work tree on the host, published as a bare
+    repository on the guest's read-only share."""
+
+    def __init__(self, dir: Path, bare: Path, host: str, fabric: str):
+        self.dir = dir
+        self.bare = bare
+        self.host = host
+        self.fabric = fabric
+        dir.mkdir(parents=True)
+        git(dir, "init", "-q", "-b", "main")
+        (dir / "build.sh").write_text((HERE / "fleet" / "build.sh").read_text())
+        (dir / "flake.lock").write_text('{"nodes":{"root":{}},"root":"root","version":7}\n')
+        template = (HERE / "fleet" / "flake.nix.in").read_text()
+        (dir / "flake.nix").write_text(template.replace("@HOST@", host).replace("@FABRIC@", fabric))
+
+    def commit(self, label: str, switch_code=0, fail_build=False, unhealthy=False, build_seconds=0) -> str:
+        (self.dir / "generation.nix").write_text(
+            textwrap.dedent(
+                f"""\
+                {{
+                  label = "{label}";
+                  switchCode = {switch_code};
+                  failBuild = {str(fail_build).lower()};
+                  unhealthy = {str(unhealthy).lower()};
+                  buildSeconds = {build_seconds};
+                }}
+                """
+            )
+        )
+        git(self.dir, "add", "-A")
+        git(self.dir, "commit", "-q", "-m", label)
+        return git(self.dir, "rev-parse", "HEAD")
+
+    def publish(self) -> None:
+        """Makes the bare repository on the share hold main."""
+        if not self.bare.exists():
+            tmp = self.bare.with_name(self.bare.name + ".tmp")
+            git(self.dir, "clone", "-q", "--bare", str(self.dir), str(tmp))
+            tmp.rename(self.bare)
+        else:
+            git(self.dir, "push", "-q", "--force", str(self.bare), "main:main")
+
+    def flake_ref(self) -> str:
+        return f"git+file:///srv/fleet/{self.bare.name}?ref=main#{self.host}"
+
+
+class Guest:
+    def __init__(self, r: Run, flavour: str, name: str, mac: str, fabric_installed=True):
+        self.r = r
+        self.flavour = flavour
+        self.name = name
+        self.mac = mac
+        self.fabric_installed = fabric_installed
+        self.dir = r.work / f"{flavour}-{name}"
+        self.share = self.dir / "share"
+        self.share.mkdir(parents=True)
+        shutil.copytree(r.package.parent, self.share / "fabric-package")
+        self.console = self.dir / "console.log"
+        self.port = free_port()
+        self.hostname = f"{name}"
+        self.fleet = Fleet(self.dir / "fleet-work", self.share / "fleet.git", self.hostname,
+                           r.fabric_store_path if fabric_installed else "")
+        self.qemu: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.units = ["nixos-stage2.service", "cloud-init-local.service", "cloud-init.service",
+                      "cloud-config.service", "cloud-final.service", "fabric-bootstrap.service"]
+
+    # Machine and seed
+
+    def machine_yaml(self, fabric_flake: str | None = None) -> Path:
+        y = textwrap.dedent(
+            f"""\
+            apiVersion: infra.kubelize.io/v1alpha1
+            kind: Machine
+            metadata:
+              name: {self.name}
+              namespace: vmtest
+              uid: 6f1c0a52-{self.flavour[:4].encode().hex()}-4000-8000-{self.name.encode().hex()[:12].ljust(12, "0")}
+            spec:
+              hostname: {self.hostname}
+              domain: vmtest.internal
+              image: nixos-template
+              class: small
+              network:
+                dhcp: false
+                interface: {IFACE}
+                macAddress: "{self.mac}"
+                ip: {GUEST_IP}
+                cidr: 24
+                gateway: 10.0.2.2
+                dns: [10.0.2.3]
+                ipv6: {{address: "{GUEST_IP6}", prefix: 64, gateway: "fd00:10::2"}}
+              nix:
+                flakeRef: "{self.fleet.flake_ref()}"
+              bootstrap:
+                adminUser: {ADMIN}
+                sshAuthorizedKeys:
+                  - {self.r.pubkey}
+            """
+        )
+        path = self.dir / "machine.yaml"
+        path.write_text(y)
+        seed_args = [str(self.r.work / "fabric"), "seed", str(path), "--output", str(self.dir / "seed.iso")]
+        if fabric_flake:
+            seed_args += ["--fabric-flake", fabric_flake]
+        out = subprocess.run(seed_args, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise Failed(f"fabric seed failed: {out.stderr}")
+        return path
+
+    # QEMU
+
+    def boot(self) -> None:
+        image = self.r.image
+        overlay = self.dir / "disk.qcow2"
+        run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+             str(image / f"{self.flavour}.raw"), str(overlay)])
+        append = "root=/dev/vda rw console=ttyS0,115200 net.ifnames=1 systemd.journald.forward_to_console=0"
+        if self.fabric_installed:
+            append += " vmtest.fabric=installed"
+        nic = (f"user,model=virtio-net-pci,restrict=on,mac={self.mac},"
+               f"net=10.0.2.0/24,host=10.0.2.2,ipv6-net=fd00:10::/64,ipv6-host=fd00:10::2,"
+               f"hostfwd=tcp:127.0.0.1:{self.port}-{GUEST_IP}:22")
+        argv = [
+            "qemu-system-x86_64", "-accel", "tcg", "-cpu", "max", "-smp", "1", "-m", "1536",
+            "-nodefaults", "-no-user-config", "-display", "none",
+            "-kernel", str(image / "vmlinuz"), "-initrd", str(image / "initrd.img"),
+            "-append", append,
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-drive", f"file={self.dir / 'seed.iso'},media=cdrom,readonly=on",
+            "-virtfs", f"local,path={self.share},mount_tag=fleet,security_model=none,readonly=on",
+            "-nic", nic,
+            "-serial", f"file:{self.console}",
+        ]
+        (self.dir / "qemu.argv").write_text(" ".join(argv) + "\n")
+        self.started_at = time.monotonic()
+        GUESTS.append(self)
+        self.qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=open(self.dir / "qemu.log", "w"),
+                                     stderr=subprocess.STDOUT)
+
+    def stop(self) -> None:
+        if self.qemu and self.qemu.poll() is None:
+            self.qemu.kill()
+            self.qemu.wait()
+
+    # SSH
+
+    def ssh_argv(self, command: str) -> list[str]:
+        return ["ssh", "-q", "-i", str(self.r.key), "-p", str(self.port),
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
+                f"{ADMIN}@127.0.0.1", command]
+
+    def sh(self, command: str, timeout=120, ok=True) -> str:
+        """Runs `command` as root in the guest; returns stdout."""
+        p = subprocess.run(self.ssh_argv(f"sudo sh -c {shquote(command)}"), capture_output=True,
+                           text=True, timeout=timeout)
+        if ok and p.returncode != 0:
+            raise Failed(f"guest command failed ({p.returncode}): {command}\n{p.stderr}{p.stdout}")
+        return p.stdout
+
+    def rc(self, command: str, timeout=120) -> int:
+        return subprocess.run(self.ssh_argv(f"sudo sh -c {shquote(command)}"), capture_output=True,
+                              timeout=timeout).returncode
+
+    def wait_ssh(self, timeout=900) -> None:
+        until = time.monotonic() + timeout
+        while time.monotonic() < until:
+            if self.qemu and self.qemu.poll() is not None:
+                raise Failed(f"QEMU exited with {self.qemu.returncode}")
+            try:
+                p = subprocess.run(self.ssh_argv("true"), capture_output=True, timeout=30)
+                if p.returncode == 0:
+                    return
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(3)
+        raise Failed(f"no SSH login as {ADMIN} within {timeout}s")
+
+    def wait(self, what: str, probe, timeout: float, every=3.0):
+        until = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < until:
+            try:
+                last = probe()
+                if last:
+                    return last
+            except (Failed, subprocess.TimeoutExpired) as e:
+                last = e
+            time.sleep(every)
+        raise Failed(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
+
+    def json(self, command: str):
+        return json.loads(self.sh(command))
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.sh(f"systemctl show {unit} " + " ".join(f"-p {p}" for p in props))
+        return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+    def fabric(self, args: str) -> str:
+        if self.fabric_installed:
+            return self.sh(f"/run/current-system/sw/bin/fabric {args}")
+        return self.sh(f"nix run '{self.fabric_flake_ref}' -- {args}", timeout=600)
+
+    def boot_id(self) -> str:
+        return self.sh("cat /proc/sys/kernel/random/boot_id").strip()
+
+    def diagnostics(self) -> str:
+        parts = []
+        try:
+            text = self.console.read_text(errors="replace").splitlines()
+            parts.append("--- serial console (last 60 lines) ---")
+            parts += text[-60:]
+        except OSError as e:
+            parts.append(f"(no console: {e})")
+        try:
+            units = " ".join(f"-u {u}" for u in self.units + ["fabric-agent.service", "fabric-switch-*"])
+            parts.append("--- journal of the units involved (last 120 lines) ---")
+            parts.append(self.sh(f"journalctl -b --no-pager -o short-monotonic {units} | tail -n 120", timeout=60))
+        except Exception as e:  # noqa: BLE001 - diagnostics must not hide the failure
+            parts.append(f"(journal unavailable: {e})")
+        return "\n".join(parts)
+
+
+def shquote(s: str) -> str:
+    return "'" + s.replace("'", "'\\''") + "'"
+
+
+# --- the scenarios ------------------------------------------------------------------
+
+
+def pid1_events(g: Guest) -> list[tuple[float, str]]:
+    """PID 1's journal of this boot: (seconds since boot, message)."""
+    out = []
+    for line in g.sh("journalctl -b --no-pager -o short-monotonic _PID=1").splitlines():
+        m = re.match(r"\[\s*([0-9.]+)\]\s+\S+\s+\S+:\s(.*)", line)
+        if m:
+            out.append((float(m.group(1)), m.group(2)))
+    return out
+
+
+def deployments(g: Guest, file: str) -> list[dict]:
+    st = g.json(f"cat /var/lib/fabric/{file}")
+    return st.get("history", [])
+
+
+def switch_log(g: Guest) -> list[str]:
+    return g.sh("cat /var/lib/vmtest/switch.log 2>/dev/null || true").splitlines()
+
+
+def store_path_of(g: Guest, link: str) -> str:
+    return g.sh(f"readlink -f {link}").strip()
+
+
+def assert_first_boot(g: Guest, rev: str, label: str, bench: dict | None = None) -> None:
+    """Scenario 1's assertions (also scenario 2's and the ends of 8 and 9)."""
+    # The admin user: exactly the Machine's key, in wheel, password locked.
+    pw = g.sh(f"getent passwd {ADMIN}").strip().split(":")
+    check(pw[6] == "/run/current-system/sw/bin/bash", f"admin shell is {pw[6]}")
+    groups = g.sh(f"id -nG {ADMIN}").split()
+    check("wheel" in groups, f"{ADMIN} is not in wheel: {groups}")
+    status = g.sh(f"passwd -S {ADMIN}").split()
+    check(status[1] == "L", f"the password is not locked: {status}")
+    keys = [k for k in g.sh(f"cat ~{ADMIN}/.ssh/authorized_keys").splitlines() if k and not k.startswith("#")]
+    check(keys == [g.r.pubkey], f"authorized_keys is {keys}, expected exactly the Machine's key")
+    # Hostname and FQDN.
+    check(g.sh("hostname").strip() == g.hostname, "hostname")
+    # The FQDN reaches cloud-init's update_hostname, which applies it as the
+    # distro does: Debian and the nixos distro both write the short name to
+    # /etc/hostname, and neither /etc/hosts carries the FQDN (NixOS takes it
+    # from the flake's networking.domain).
+    check(g.sh("cat /etc/hostname").strip() == g.hostname, "/etc/hostname")
+    log = g.sh("cat /var/log/cloud-init.log")
+    check(f"Updating hostname to {g.hostname}.vmtest.internal ({g.hostname})" in log,
+          "cloud-init's update_hostname did not apply the FQDN")
+    check("Failed to update the hostname" not in log and "Failed to set the hostname" not in log,
+          "cloud-init failed to set the hostname")
+    # The static addresses on the NIC matched by MAC and renamed by set-name.
+    links = g.json("ip -j address show")
+    nic = [l for l in links if l.get("address") == g.mac]
+    check(len(nic) == 1, f"no single NIC with MAC {g.mac}: {[l.get('ifname') for l in links]}")
+    nic = nic[0]
+    check(nic["ifname"] == IFACE, f"the NIC is named {nic['ifname']}, not {IFACE}")
+    addrs = {(a["family"], a["local"], a["prefixlen"]) for a in nic.get("addr_info", [])}
+    check(("inet", GUEST_IP, 24) in addrs, f"no {GUEST_IP}/24 on {IFACE}: {addrs}")
+    check(("inet6", GUEST_IP6, 64) in addrs, f"no {GUEST_IP6}/64 on {IFACE}: {addrs}")
+    # The flake target.
+    st = g.sh("stat -c '%a %U:%G' /etc/nix-flake-target").strip()
+    check(st == "644 root:root", f"/etc/nix-flake-target is {st}")
+    check(g.sh("cat /etc/nix-flake-target").strip() == g.fleet.flake_ref(), "flake target content")
+    # Ordered after network-online.target, and started after it was reached
+    # (PID 1's journal: the runtime unit is unloaded once it is done, and
+    # `systemctl show` then forgets its timestamps).
+    unit = g.show("fabric-bootstrap.service", "After", "UnitFileState", "FragmentPath")
+    check("network-online.target" in unit["After"].split(), f"After= is {unit['After']}")
+    events = pid1_events(g)
+    online = [t for t, m in events if "Reached target network-online.target" in m]
+    starts = [t for t, m in events if "Starting fabric-bootstrap.service" in m]
+    finished = [t for t, m in events if "Finished fabric-bootstrap.service" in m]
+    check(online and starts and finished, f"journal: online {online}, starts {starts}, finished {finished}")
+    check(online[0] <= starts[0], f"bootstrap started at {starts[0]}s, network-online.target at {online[0]}s")
+    check(unit["FragmentPath"] in ("", "/run/systemd/system/fabric-bootstrap.service"),
+          f"the unit is {unit['FragmentPath']}")
+    # Activation ran in a transient systemd-run unit.
+    journal = g.sh("journalctl -b --no-pager -o cat _PID=1")
+    started = re.findall(r"Started (fabric-switch-\S+)\.service", journal)
+    check(started, "the journal shows no fabric-switch-* transient unit started by systemd")
+    # switch-to-configuration switch of the pinned revision.
+    log = switch_log(g)
+    check(f"{label} {rev} switch" in log, f"switch log is {log}, expected '{label} {rev} switch'")
+    # Marker, disabled unit, and status.
+    marker = g.sh("cat /var/lib/nixos-bootstrap-complete")
+    check(f"revision={rev}" in marker, f"marker: {marker}")
+    check(unit["UnitFileState"] not in ("enabled", "enabled-runtime"),
+          f"fabric-bootstrap.service is still {unit['UnitFileState']}")
+    # The runtime unit has no [Install] section: nothing may start it at boot
+    # (`static`); only the per-boot hook does, and it checks the marker.
+    check(g.rc("ls /etc/systemd/system/*.wants/fabric-bootstrap.service "
+               "/run/systemd/system/*.wants/fabric-bootstrap.service") != 0, "the unit is wanted by a target")
+    s = json.loads(g.fabric("status --json"))
+    check(s.get("bootstrap_complete") is True, f"status: {s}")
+    check(s.get("revision") == rev, f"status revision {s.get('revision')} != {rev}")
+    check(store_path_of(g, "/run/current-system") == s.get("store_path"), "running != status store path")
+    if bench is not None:
+        d = [x for x in deployments(g, "bootstrap.json") if x.get("revision") == rev][-1]
+        bench.update(
+            boot_to_converged_s=finished[-1],
+            bootstrap_unit_s=finished[-1] - starts[-1],
+            build_s=d.get("build_seconds"),
+            activation_s=d.get("activation_seconds"),
+        )
+
+
+def scenario_first_boot(g: Guest, ctx: dict) -> None:
+    rev = ctx["rev1"]
+    ctx["bench"] = {}
+    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 900)
+    g.wait("fabric-bootstrap.service to finish",
+           lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
+    assert_first_boot(g, rev, "rev1", ctx["bench"])
+
+
+def scenario_reboot(g: Guest, ctx: dict) -> None:
+    before = {
+        "boot": g.boot_id(),
+        "instance": g.sh("cat /var/lib/cloud/data/instance-id").strip(),
+        "sems": g.sh("cd /var/lib/cloud/instance/sem && stat -c '%n %Y' config_write_files config_users_groups"),
+        "state": g.sh("cat /var/lib/fabric/bootstrap.json"),
+        "switches": switch_log(g),
+    }
+    g.sh("systemctl reboot", ok=False)
+    g.wait("the guest to come back with a new boot id",
+           lambda: g.rc("true") == 0 and g.boot_id() != before["boot"], 900, every=5)
+    g.wait("cloud-final to finish", lambda: g.show("cloud-final.service", "ActiveState")["ActiveState"]
+           in ("active", "failed"), 600)
+    check(g.sh("cat /var/lib/cloud/data/instance-id").strip() == before["instance"], "instance-id changed")
+    sems = g.sh("cd /var/lib/cloud/instance/sem && stat -c '%n %Y' config_write_files config_users_groups")
+    check(sems == before["sems"], f"per-instance modules ran again: {before['sems']} -> {sems}")
+    check(g.sh("cat /var/lib/fabric/bootstrap.json") == before["state"], "bootstrap.json changed")
+    check(switch_log(g) == before["switches"], "switch-to-configuration ran again")
+    journal = g.sh("journalctl -b --no-pager -o cat")
+    check("bootstrap is complete" in journal, "the per-boot hook did not report the completed bootstrap")
+    started = [m for _, m in pid1_events(g) if "fabric-bootstrap.service" in m]
+    check(not started, f"fabric-bootstrap.service was touched this boot: {started}")
+    check(store_path_of(g, "/run/current-system") == before_current(before), "booted the wrong generation")
+
+
+def before_current(before: dict) -> str:
+    return json.loads(before["state"])["current"]["store_path"]
+
+
+def agent_pid(g: Guest) -> int:
+    return int(g.show("fabric-agent.service", "MainPID")["MainPID"])
+
+
+def scenario_agent(g: Guest, ctx: dict) -> None:
+    unit_text = g.r.agent_unit
+    p = subprocess.run(g.ssh_argv("sudo tee /run/systemd/system/fabric-agent.service >/dev/null"),
+                       input=unit_text, text=True, capture_output=True, timeout=60)
+    check(p.returncode == 0, f"cannot install the agent unit: {p.stderr}")
+    g.sh("systemctl daemon-reload && systemctl start fabric-agent.service", timeout=300)
+    props = g.show("fabric-agent.service", "ActiveState", "SubState", "Type", "WatchdogUSec", "ExecStart",
+                   "NRestarts", "MainPID")
+    check(props["Type"] == "notify", f"Type={props['Type']}")
+    check(props["ActiveState"] == "active", f"agent is {props['ActiveState']}/{props['SubState']} after start")
+    check(props["WatchdogUSec"] == f"{AGENT_WATCHDOG_S}s", f"WatchdogUSec={props['WatchdogUSec']}")
+    check(g.r.fabric_store_path + "/bin/fabric" in props["ExecStart"], f"ExecStart={props['ExecStart']}")
+    pid = int(props["MainPID"])
+    time.sleep(3 * AGENT_WATCHDOG_S + 5)
+    after = g.show("fabric-agent.service", "ActiveState", "SubState", "NRestarts", "MainPID")
+    check(after["ActiveState"] == "active" and after["SubState"] == "running", f"agent is {after}")
+    check(int(after["MainPID"]) == pid and after["NRestarts"] == "0",
+          f"the agent was restarted during three watchdog periods: {after}")
+    check("watchdog timeout" not in g.sh("journalctl -b --no-pager -o cat -u fabric-agent.service").lower(),
+          "watchdog timeout in the journal")
+    metrics = g.sh(f"curl -fsS http://{METRICS}/metrics")
+    check("fabric_" in metrics, f"metrics do not answer: {metrics[:200]}")
+    ctx["bench"]["agent_idle_rss_kib"] = int(
+        g.sh(f"awk '/^VmRSS/ {{print $2}}' /proc/{pid}/status").strip())
+    mem = g.show("fabric-agent.service", "MemoryCurrent")["MemoryCurrent"]
+    ctx["bench"]["agent_memory_current_kib"] = int(mem) // 1024 if mem.isdigit() else None
+
+
+def agent_history(g: Guest) -> list[dict]:
+    return deployments(g, "agent.json")
+
+
+def wait_deployment(g: Guest, rev: str, timeout: float, after: float = 0.0) -> dict:
+    def done():
+        for d in reversed(agent_history(g)):
+            if d.get("revision") == rev and d.get("outcome") != "in-progress" \
+                    and parse_time(d["started_at"]) > after:
+                return d
+        return None
+    return g.wait(f"the agent's deployment of {rev[:12]}", done, timeout)
+
+
+def scenario_new_commit(g: Guest, ctx: dict) -> None:
+    rev = g.fleet.commit("rev2")
+    g.fleet.publish()
+    # The guest's clock, not the host's: a TCG guest's clock drifts.
+    committed = float(g.sh("date +%s.%N"))
+    d = wait_deployment(g, rev, AGENT_INTERVAL_S + 300)
+    check(d["outcome"] == "switched", f"rev2: {d}")
+    started = parse_time(d["started_at"])
+    check(started - committed <= AGENT_INTERVAL_S + 5,
+          f"the agent took {started - committed:.0f}s to notice the commit (interval {AGENT_INTERVAL_S}s)")
+    check(f"rev2 {rev} switch" in switch_log(g), "rev2 was not switched")
+    s = json.loads(g.fabric("status --json"))
+    check(s.get("revision") == rev, f"status shows {s.get('revision')}, not {rev}")
+    check(store_path_of(g, "/run/current-system") == d["store_path"], "running system is not rev2")
+    ctx["rev2"] = rev
+    ctx["rev2_path"] = d["store_path"]
+
+
+def parse_time(text: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def assert_rejected(g: Guest, rev: str, label: str, good_rev: str, good_path: str, phase: str) -> None:
+    d = wait_deployment(g, rev, AGENT_INTERVAL_S + 300)
+    check(d["outcome"] == "rolled-back", f"{label}: {d}")
+    check((d.get("error") or {}).get("phase") == phase, f"{label} failed in {d.get('error')}")
+    check(store_path_of(g, "/run/current-system") == good_path, f"{label}: not rolled back to rev2")
+    check(store_path_of(g, "/nix/var/nix/profiles/system") == good_path, f"{label}: profile not rolled back")
+    st = g.json("cat /var/lib/fabric/agent.json")
+    check(any(x["revision"] == rev for x in st.get("rejected", [])), f"{label} not recorded as rejected")
+    check(st["current"]["revision"] == good_rev, f"current is {st['current']}")
+    log = switch_log(g)
+    check(log[-2:] == [f"{label} {rev} switch", f"rev2 {good_rev} switch"], f"switch log ends {log[-3:]}")
+    # Not retried while the remote stays put.
+    tries = sum(1 for x in agent_history(g) if x.get("revision") == rev)
+    time.sleep(2 * AGENT_INTERVAL_S + 5)
+    check(sum(1 for x in agent_history(g) if x.get("revision") == rev) == tries, f"{label} was retried")
+    check(switch_log(g) == log, f"{label} was switched again")
+
+
+def scenario_rollback(g: Guest, ctx: dict) -> None:
+    rev3 = g.fleet.commit("rev3", switch_code=4)
+    g.fleet.publish()
+    assert_rejected(g, rev3, "rev3", ctx["rev2"], ctx["rev2_path"], "switch")
+    rev4 = g.fleet.commit("rev4", unhealthy=True)
+    g.fleet.publish()
+    assert_rejected(g, rev4, "rev4", ctx["rev2"], ctx["rev2_path"], "health")
+
+
+def scenario_kill(g: Guest, ctx: dict) -> None:
+    restarts = int(g.show("fabric-agent.service", "NRestarts")["NRestarts"])
+    rev = g.fleet.commit("rev5", build_seconds=30)
+    g.fleet.publish()
+
+    def building():
+        st = g.json("cat /var/lib/fabric/agent.json")
+        h = st.get("history", [])
+        return bool(h) and h[-1].get("revision") == rev and h[-1].get("phase") == "build" \
+            and h[-1].get("outcome") == "in-progress" \
+            and g.rc("pgrep -f 'nixos-system-.*-rev5|build.sh'") == 0
+    g.wait("the agent to be building rev5", building, AGENT_INTERVAL_S + 120, every=2)
+    time.sleep(5)
+    killed_at = float(g.sh("date +%s.%N && systemctl kill -s KILL fabric-agent.service").split()[0])
+    g.wait("systemd to restart the agent",
+           lambda: int(g.show("fabric-agent.service", "NRestarts")["NRestarts"]) > restarts
+           and g.show("fabric-agent.service", "ActiveState")["ActiveState"] == "active", 120)
+    d = wait_deployment(g, rev, 600, after=killed_at)
+    check(d["outcome"] == "switched", f"rev5 after the kill: {d}")
+    # The killed run is closed as failed in the phase it died in.
+    killed = [x for x in agent_history(g) if x.get("revision") == rev and parse_time(x["started_at"]) < killed_at]
+    check(len(killed) == 1 and killed[0]["outcome"] == "failed"
+          and (killed[0].get("error") or {}).get("phase") == "build", f"the killed run is recorded as {killed}")
+    path = d["store_path"]
+    check(store_path_of(g, "/run/current-system") == path, "running system is not rev5")
+    # The profile is whole: its link names a generation whose target is a
+    # valid store path, and so does every other generation.
+    check(store_path_of(g, "/nix/var/nix/profiles/system") == path, "profile is not rev5")
+    gens = g.sh("ls -1 /nix/var/nix/profiles | grep '^system-[0-9]*-link$'").split()
+    for link in gens:
+        check(g.rc(f"nix-store --check-validity $(readlink -f /nix/var/nix/profiles/{link})") == 0,
+              f"generation {link} points at an invalid path")
+    check(g.rc("ls /nix/var/nix/profiles/ | grep -q '\\.tmp\\|tmp-'") != 0, "a temporary profile link remains")
+    st = g.json("cat /var/lib/fabric/agent.json")
+    check(st["current"]["revision"] == rev, f"current is {st['current']}")
+
+
+def scenario_remote_late(g: Guest, ctx: dict) -> None:
+    # The share holds no fleet.git yet; bootstrap must wait for it.
+    def attempts():
+        j = g.sh("journalctl -b --no-pager -o short-unix -u fabric-bootstrap.service")
+        return [l for l in j.splitlines() if "waiting for flake remote" in l]
+    g.wait("three waiting attempts in the journal", lambda: len(attempts()) >= 3, 900)
+    check(g.rc("test -e /var/lib/nixos-bootstrap-complete") != 0, "bootstrap completed without a remote")
+    g.fleet.publish()
+    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 600)
+    lines = attempts()
+    stamps = [float(l.split()[0]) for l in lines]
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    check(len(lines) >= 3, f"only {len(lines)} progress lines: {lines}")
+    check(gaps[-1] > gaps[0], f"no backoff between attempts: gaps {gaps}")
+    assert_first_boot(g, ctx["rev1"], "rev1")
+
+
+def scenario_failing_build(g: Guest, ctx: dict) -> None:
+    def failed():
+        st = g.json("cat /var/lib/fabric/bootstrap.json 2>/dev/null || echo '{}'")
+        h = st.get("history", [])
+        return h and h[-1].get("outcome") == "build-failed" and h[-1]
+    d = g.wait("the first build to fail", failed, 900)
+    err = d.get("error") or {}
+    check(err.get("phase") == "build", f"failure phase {err}")
+    check("deliberate build failure" in err.get("tail", ""), f"error tail: {err.get('tail')!r}")
+    # The machine stays up and reachable, and the unit waits to retry.
+    check(g.rc("true") == 0, "unreachable")
+    props = g.show("fabric-bootstrap.service", "RestartUSec", "SubState", "NRestarts")
+    check(props["RestartUSec"] == "30s", f"RestartUSec={props['RestartUSec']}")
+    # A second failed attempt, 30 s after the first (systemd 252 has no
+    # RestartSteps, so the delay stays at RestartSec).
+    g.wait("a retry", lambda: int(g.show("fabric-bootstrap.service", "NRestarts")["NRestarts"]) >= 1, 300)
+    j = g.sh("journalctl -b --no-pager -o short-unix -u fabric-bootstrap.service")
+    starts = [float(l.split()[0]) for l in j.splitlines() if "Starting fabric-bootstrap.service" in l
+              or re.search(r"Starting .*[Bb]ootstrap", l)]
+    check(len(starts) >= 2 and starts[1] - starts[0] >= 30, f"retry times {starts}")
+    fixed = g.fleet.commit("rev1-fixed")
+    g.fleet.publish()
+    g.wait("the bootstrap marker after the fix",
+           lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 900)
+    g.wait("fabric-bootstrap.service to finish",
+           lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
+    assert_first_boot(g, fixed, "rev1-fixed")
+
+
+def scenario_without_fabric(g: Guest, ctx: dict) -> None:
+    check(g.rc("command -v fabric || test -e /run/booted-system/sw/bin/fabric") != 0,
+          "the template has fabric installed")
+    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1200)
+    g.wait("fabric-bootstrap.service to finish",
+           lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
+    journal = g.sh("journalctl -b --no-pager -o cat -u fabric-bootstrap.service")
+    check("bootstrap complete" in journal, "no bootstrap completion in the unit's journal")
+    cmd = g.sh("journalctl -b --no-pager -o cat _COMM=nix | head -0; "
+               "systemctl show -p ExecStart fabric-bootstrap.service")
+    check("fabric-bootstrap run" in cmd, cmd)
+    assert_first_boot(g, ctx["rev1"], "rev1")
+
+
+# --- guests and their scenario lists ---------------------------------------------------
+
+
+def make_fabric_flake(g: Guest) -> str:
+    repo = g.dir / "fabric-flake"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "flake.nix").write_text((HERE / "fleet" / "fabric-flake.nix").read_text())
+    (repo / "flake.lock").write_text('{"nodes":{"root":{}},"root":"root","version":7}\n')
+    shutil.copy(g.r.package / "bin" / "fabric", repo / "fabric")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "fabric under test")
+    git(repo, "clone", "-q", "--bare", str(repo), str(g.share / "fabric.git"))
+    return "git+file:///srv/fleet/fabric.git?ref=main"
+
+
+PLANS = {
+    # guest name: (fabric installed, scenarios in order)
+    "tmpl": (True, [("1 first boot, fabric installed", scenario_first_boot),
+                    ("3 reboot", scenario_reboot),
+                    ("4 agent under systemd", scenario_agent),
+                    ("5 new commit", scenario_new_commit),
+                    ("6 rollback", scenario_rollback),
+                    ("7 kill -9", scenario_kill)]),
+    "late": (True, [("8 remote late", scenario_remote_late)]),
+    "fail": (True, [("9 failing first build", scenario_failing_build)]),
+    "bare": (False, [("2 first boot, fabric from its flake", scenario_without_fabric)]),
+}
+
+
+def run_guest(r: Run, flavour: str, name: str, index: int, results: list, bench: dict) -> None:
+    with_fabric, scenarios = PLANS[name]
+    mac = f"52:54:00:7e:{index // 256:02x}:{index % 256:02x}"
+    g = Guest(r, flavour, name, mac, with_fabric)
+    ctx: dict = {}
+    fabric_flake = None
+    try:
+        if name == "fail":
+            ctx["rev1"] = g.fleet.commit("rev1", fail_build=True)
+        else:
+            ctx["rev1"] = g.fleet.commit("rev1")
+        if name != "late":
+            g.fleet.publish()
+        if not with_fabric:
+            fabric_flake = make_fabric_flake(g)
+            g.fabric_flake_ref = fabric_flake
+        g.machine_yaml(fabric_flake)
+        g.boot()
+        g.wait_ssh()
+        say(f"{flavour}/{name}: SSH up {time.monotonic() - g.started_at:.0f}s after QEMU start")
+    except Exception as e:  # noqa: BLE001
+        for title, _ in scenarios:
+            results.append((flavour, title, False, 0.0))
+        say(f"FAIL {flavour}/{name}: boot: {e}\n{g.diagnostics()}")
+        g.stop()
+        return
+    broken = None
+    for title, fn in scenarios:
+        if broken:
+            results.append((flavour, title, False, 0.0))
+            say(f"SKIP {flavour} scenario {title}: an earlier scenario on this guest failed ({broken})")
+            continue
+        started = time.monotonic()
+        try:
+            fn(g, ctx)
+            took = time.monotonic() - started
+            results.append((flavour, title, True, took))
+            say(f"ok   {flavour} scenario {title} ({took:.0f}s)")
+        except Exception as e:  # noqa: BLE001
+            took = time.monotonic() - started
+            results.append((flavour, title, False, took))
+            detail = e if isinstance(e, Failed) else traceback.format_exc()
+            say(f"FAIL {flavour} scenario {title} ({took:.0f}s): {detail}\n{g.diagnostics()}")
+            broken = title
+    if "bench" in ctx:
+        bench[flavour] = ctx["bench"]
+    g.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--image", required=True, type=Path, help="directory vmtest/image.sh printed")
+    ap.add_argument("--fabric", required=True, type=Path, help="the fabric binary under test")
+    ap.add_argument("--flavour", action="append", choices=["debian", "nixos-cloud-init"],
+                    help="run only this flavour (repeatable; default: both)")
+    ap.add_argument("--guest", action="append", choices=list(PLANS), help="run only this guest's scenarios")
+    ap.add_argument("--parallel", type=int, default=int(os.environ.get("FABRIC_VMTEST_PARALLEL", "2")))
+    ap.add_argument("--keep", action="store_true", help="keep the work directory")
+    ap.add_argument("--bench-out", type=Path, help="write the measured figures as JSON here")
+    args = ap.parse_args()
+    flavours = args.flavour or ["debian", "nixos-cloud-init"]
+    guests = args.guest or list(PLANS)
+
+    def stop_all(*_):
+        for g in list(GUESTS):
+            g.stop()
+        sys.exit(130)
+    signal.signal(signal.SIGTERM, stop_all)
+    signal.signal(signal.SIGINT, stop_all)
+
+    work = Path(tempfile.mkdtemp(prefix="fabric-vmtest-"))
+    os.chmod(work, 0o755)
+    shutil.copy(args.fabric, work / "fabric")
+    r = Run(work, args.image, work / "fabric")
+    say(f"work directory {work}; fabric package {r.fabric_store_path}")
+
+    jobs = [(f, n) for n in guests for f in flavours]
+    results: list = []
+    bench: dict = {}
+    sem = threading.Semaphore(max(1, args.parallel))
+    threads = []
+
+    def job(i, f, n):
+        with sem:
+            run_guest(r, f, n, i, results, bench)
+
+    for i, (f, n) in enumerate(jobs):
+        t = threading.Thread(target=job, args=(i + 1, f, n))
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join()
+
+    failed = [x for x in results if not x[2]]
+    say(f"{len(results) - len(failed)} of {len(results)} scenario runs passed")
+    for f, title, ok, took in sorted(results, key=lambda x: (x[1], x[0])):
+        print(f"  {'ok  ' if ok else 'FAIL'} {f:17} scenario {title} ({took:.0f}s)")
+    if bench:
+        print("figures: " + json.dumps(bench, sort_keys=True))
+        if args.bench_out:
+            args.bench_out.write_text(json.dumps(bench, indent=2, sort_keys=True) + "\n")
+    if not args.keep and not failed:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        print(f"work directory kept: {work}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -380,9 +380,9 @@ fn required_hint(schema: &Json, field: &str) -> String {
 
 fn has_error_under(diags: &[Diagnostic], path: &str) -> bool {
     diags.iter().any(|d| {
-        d.path == path
-            || d.path.starts_with(&format!("{path}."))
-            || d.path.starts_with(&format!("{path}["))
+        d.path
+            .strip_prefix(path)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
     })
 }
 

@@ -104,9 +104,18 @@ impl Serialize for Timestamp {
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_rfc3339_weak(&s)
-            .map(Timestamp)
-            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))
+        let at = humantime::parse_rfc3339_weak(&s)
+            .map_err(|e| serde::de::Error::custom(format!("{s:?} is not an RFC 3339 time: {e}")))?;
+        // Kept to the millisecond, as written: a finer time (a file edited
+        // by hand) would otherwise differ from what saving and reloading
+        // it gives back (caught by the state fuzz target's save-and-reload check).
+        let ms = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        Ok(Timestamp(
+            SystemTime::UNIX_EPOCH + Duration::from_millis(ms),
+        ))
     }
 }
 
@@ -584,6 +593,22 @@ impl ConvergeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A state file with times finer than a millisecond reads back as it
+    /// saves: the reader keeps what the writer keeps.
+    #[test]
+    fn sub_millisecond_times_survive_save_and_reload() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.json");
+        let mut text = serde_json::to_value(State::default()).unwrap();
+        text["last_check"] = "2023-11-14T22:13:30.123456789Z".into();
+        std::fs::write(&p, text.to_string()).unwrap();
+        let loaded = load(&p).unwrap().unwrap();
+        let at = loaded.last_check.unwrap();
+        assert_eq!(at.to_string(), "2023-11-14T22:13:30.123Z");
+        save(&p, &loaded).unwrap();
+        assert_eq!(load(&p).unwrap().unwrap(), loaded);
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

@@ -9,7 +9,9 @@
 
 use std::collections::HashMap;
 
-use serde_saphyr::granit_parser::{ErrorKind, Event, Parser, ScalarStyle, ScanError, Span};
+use serde_saphyr::granit_parser::{
+    ErrorKind, Event, Options, Parser, ScalarStyle, ScanError, Span,
+};
 
 use crate::diag::Pos;
 
@@ -293,7 +295,7 @@ impl TextError {
     pub fn hint(&self) -> String {
         match self {
             TextError::TooLarge { .. } => format!(
-                "a Machine is under 1 KiB: check that this is the file you meant; split a large fleet into files of at most {} (fabric validate DIR reads them all)",
+                "a Machine is under 1 KiB: check that this is the file you meant; split a large fleet into files of at most {}, which fabric validate DIR reads together",
                 mib(MAX_MANIFEST_BYTES as u64)
             ),
             TextError::NotUtf8 { .. } => "save the manifest as UTF-8".into(),
@@ -394,7 +396,12 @@ impl SyntaxError {
 /// text; nesting is bounded by [`MAX_DEPTH`]. The size of the text is the
 /// caller's to bound ([`MAX_MANIFEST_BYTES`] for files).
 pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
-    let mut events = Parser::new_from_str(text);
+    // The scanner runs ahead of the events; with its own limits at ours it
+    // stops at the first level too deep, not 127 levels later.
+    let mut options = Options::default();
+    options.flow_nesting_limit = MAX_DEPTH;
+    options.block_nesting_limit = MAX_DEPTH;
+    let mut events = Parser::new_from_str_with_options(text, options);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     while let Some(next) = events.next_event() {
@@ -698,6 +705,7 @@ mod tests {
         ] {
             let e = parse_yaml(&text).unwrap_err();
             assert!(e.message.contains("nested more than 128 levels"), "{e:?}");
+            assert!(e.pos.line == 129 || e.pos.col == 129, "{e:?}");
         }
         let ok = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse_yaml(&ok).is_ok());

@@ -130,36 +130,46 @@ impl Mapping {
 
     /// Adds an entry whose key the caller has checked is not there yet.
     fn push_new(&mut self, key: Key, value: Node) {
-        let at = self.entries.len();
-        match &mut self.index {
-            Some(index) => {
-                index.insert(key.text.clone(), at);
-            }
-            None if at + 1 >= INDEXED_FROM => {
-                let mut index = HashMap::with_capacity(2 * INDEXED_FROM);
-                for (i, (k, _)) in self.entries.iter().enumerate() {
-                    index.insert(k.text.clone(), i);
-                }
-                index.insert(key.text.clone(), at);
-                self.index = Some(Box::new(index));
-            }
-            None => {}
+        if self.index.is_some() || self.entries.len() + 1 >= INDEXED_FROM {
+            self.index_entry(&key.text);
         }
         self.entries.push((key, value));
     }
 
+    /// Records the entry about to be pushed under `key`, building the index
+    /// when the mapping reaches [`INDEXED_FROM`]. Out of line, like
+    /// [`indexed_position`].
+    #[inline(never)]
+    fn index_entry(&mut self, key: &str) {
+        let at = self.entries.len();
+        let entries = &self.entries;
+        let index = self.index.get_or_insert_with(|| {
+            let mut index = HashMap::with_capacity(2 * INDEXED_FROM);
+            for (i, (k, _)) in entries.iter().enumerate() {
+                index.insert(k.text.clone(), i);
+            }
+            Box::new(index)
+        });
+        index.insert(key.to_string(), at);
+    }
+
     fn position(&self, key: &str) -> Option<usize> {
         match &self.index {
-            Some(index) => {
-                probe::count(1);
-                index.get(key).copied()
-            }
+            Some(index) => indexed_position(index, key),
             None => {
                 probe::count(self.entries.len() as u64);
                 self.entries.iter().position(|(k, _)| k.text == key)
             }
         }
     }
+}
+
+// Out of line: hashing inlined into `parse_yaml` made the compiler stop
+// inlining the parser's event loop there, for mappings that rarely have an index.
+#[inline(never)]
+fn indexed_position(index: &HashMap<String, usize>, key: &str) -> Option<usize> {
+    probe::count(1);
+    index.get(key).copied()
 }
 
 impl<'a> IntoIterator for &'a Mapping {

@@ -3,7 +3,7 @@
 
 Run through `vmtest/run` (which installs prerequisites and builds or reuses
 the image); see README.md, "VM test". Every scenario of issue 8 runs on
-each flavour; all eight guests run at once by default (FABRIC_VMTEST_PARALLEL).
+each flavour; four guests run at once by default (FABRIC_VMTEST_PARALLEL).
 
 Channels: the guest is driven over SSH as the Machine's admin user with the
 key the Machine declares (QEMU's user network forwards one loopback port of
@@ -341,7 +341,7 @@ class Guest:
         return subprocess.run(self.ssh_argv(f"sudo sh -c {shquote(command)}"), capture_output=True,
                               timeout=timeout).returncode
 
-    def wait_ssh(self, timeout=900) -> None:
+    def wait_ssh(self, timeout=1800) -> None:
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             if self.qemu and self.qemu.poll() is not None:
@@ -512,7 +512,7 @@ def assert_first_boot(g: Guest, rev: str, label: str, bench: dict | None = None)
 def scenario_first_boot(g: Guest, ctx: dict) -> None:
     rev = ctx["rev1"]
     ctx["bench"] = {}
-    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 900)
+    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1800)
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     assert_first_boot(g, rev, "rev1", ctx["bench"])
@@ -528,7 +528,7 @@ def scenario_reboot(g: Guest, ctx: dict) -> None:
     }
     g.sh("systemctl reboot", ok=False)
     g.wait("the guest to come back with a new boot id",
-           lambda: g.rc("true") == 0 and g.boot_id() != before["boot"], 900, every=5)
+           lambda: g.rc("true") == 0 and g.boot_id() != before["boot"], 1800, every=5)
     g.wait("cloud-final to finish", lambda: g.show("cloud-final.service", "ActiveState")["ActiveState"]
            in ("active", "failed"), 600)
     check(g.sh("cat /var/lib/cloud/data/instance-id").strip() == before["instance"], "instance-id changed")
@@ -685,7 +685,7 @@ def scenario_remote_late(g: Guest, ctx: dict) -> None:
     def attempts():
         j = g.sh("journalctl -b --no-pager -o short-unix -u fabric-bootstrap.service")
         return [l for l in j.splitlines() if "waiting for flake remote" in l]
-    g.wait("three waiting attempts in the journal", lambda: len(attempts()) >= 3, 900)
+    g.wait("three waiting attempts in the journal", lambda: len(attempts()) >= 3, 1800)
     check(g.rc("test -e /var/lib/nixos-bootstrap-complete") != 0, "bootstrap completed without a remote")
     g.fleet.publish()
     g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 600)
@@ -702,7 +702,7 @@ def scenario_failing_build(g: Guest, ctx: dict) -> None:
         st = g.json("cat /var/lib/fabric/bootstrap.json 2>/dev/null || echo '{}'")
         h = st.get("history", [])
         return h and h[-1].get("outcome") == "build-failed" and h[-1]
-    d = g.wait("the first build to fail", failed, 900)
+    d = g.wait("the first build to fail", failed, 1800)
     err = d.get("error") or {}
     check(err.get("phase") == "build", f"failure phase {err}")
     check("deliberate build failure" in err.get("tail", ""), f"error tail: {err.get('tail')!r}")
@@ -720,7 +720,7 @@ def scenario_failing_build(g: Guest, ctx: dict) -> None:
     fixed = g.fleet.commit("rev1-fixed")
     g.fleet.publish()
     g.wait("the bootstrap marker after the fix",
-           lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 900)
+           lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1800)
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     assert_first_boot(g, fixed, "rev1-fixed")
@@ -828,7 +828,7 @@ def main() -> int:
     ap.add_argument("--flavour", action="append", choices=["debian", "nixos-cloud-init"],
                     help="run only this flavour (repeatable; default: both)")
     ap.add_argument("--guest", action="append", choices=list(PLANS), help="run only this guest's scenarios")
-    ap.add_argument("--parallel", type=int, default=int(os.environ.get("FABRIC_VMTEST_PARALLEL", "8")))
+    ap.add_argument("--parallel", type=int, default=int(os.environ.get("FABRIC_VMTEST_PARALLEL", "4")))
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     ap.add_argument("--bench-out", type=Path, help="write the measured figures as JSON here")
     args = ap.parse_args()

@@ -10,8 +10,17 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let Ok(flake) = FlakeRef::parse(text) else {
-        return;
+    let flake = match FlakeRef::parse(text) {
+        Ok(flake) => flake,
+        Err(e) => {
+            for part in [e.message(), e.hint()] {
+                assert!(
+                    !part.contains(['\n', '\r']),
+                    "a problem spans lines: {part:?}"
+                );
+            }
+            return;
+        }
     };
     assert_eq!(flake.as_str(), text);
     let _ = (

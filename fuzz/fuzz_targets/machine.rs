@@ -7,10 +7,30 @@
 
 use fabric_cloudinit::{render, RenderError, RenderOptions};
 use fabric_model::machine::{parse_stream, Parsed};
-use fabric_model::Machine;
+use fabric_model::{Diagnostic, Machine};
 use libfuzzer_sys::fuzz_target;
 
+/// One problem per line (the README's rule for every message): a newline
+/// from the input or a hint would split a problem over lines.
+fn check_one_line(diags: &[Diagnostic]) {
+    assert!(!diags.is_empty(), "refused without a diagnostic");
+    for d in diags {
+        let line = d.to_string();
+        assert!(
+            !line.contains(['\n', '\r']),
+            "a problem spans lines: {line:?}"
+        );
+    }
+}
+
 fn check_renders(machine: &Machine) {
+    for w in &machine.warnings {
+        let line = w.to_string();
+        assert!(
+            !line.contains(['\n', '\r']),
+            "a warning spans lines: {line:?}"
+        );
+    }
     match render(machine, None, &RenderOptions::default()) {
         Ok(seed) => {
             for (name, text) in seed.files() {
@@ -29,16 +49,18 @@ fuzz_target!(|data: &[u8]| {
     for parsed in parse_stream(text) {
         match parsed {
             Parsed::Machine(m) => check_renders(&m),
-            Parsed::Invalid(diags) => assert!(!diags.is_empty(), "invalid without a diagnostic"),
+            Parsed::Invalid(diags) => check_one_line(&diags),
             Parsed::NotAMachine { .. } => {}
         }
     }
-    if let Ok(m) = Machine::from_yaml(text) {
-        check_renders(&m);
+    match Machine::from_yaml(text) {
+        Ok(m) => check_renders(&m),
+        Err(diags) => check_one_line(&diags),
     }
     if let Ok(json) = serde_json::from_str::<serde_json::Value>(text) {
-        if let Ok(m) = Machine::from_json(&json) {
-            check_renders(&m);
+        match Machine::from_json(&json) {
+            Ok(m) => check_renders(&m),
+            Err(diags) => check_one_line(&diags),
         }
     }
 });

@@ -1,6 +1,7 @@
 //! The composition function, on a RunFunctionRequest decoded from any
 //! bytes (what a gRPC peer can send): run fresh and through the memo, the
-//! two must agree, and the response must encode.
+//! two must agree, every message must be one line, and the response must
+//! encode.
 #![no_main]
 
 use function_sdk_rust::proto::v1::RunFunctionRequest;
@@ -16,5 +17,14 @@ fuzz_target!(|data: &[u8]| {
     let again = fabric_function::run(&req);
     assert_eq!(remembered, again, "the memo gave a different answer");
     assert_eq!(fresh, remembered, "the memo changed the answer");
+    // Crossplane shows these as events and conditions: one line each.
+    let messages = fresh.results.iter().map(|r| r.message.as_str());
+    let conditions = fresh.conditions.iter().filter_map(|c| c.message.as_deref());
+    for message in messages.chain(conditions) {
+        assert!(
+            !message.contains(['\n', '\r']),
+            "a message spans lines: {message:?}"
+        );
+    }
     let _ = fresh.encode_to_vec();
 });

@@ -16,6 +16,15 @@ fuzz_target!(|data: &[u8]| {
                 let _ = (key.openssh(), key.fingerprint());
             }
         }
-        Err(diags) => assert!(!diags.is_empty(), "refused without a diagnostic"),
+        Err(diags) => {
+            assert!(!diags.is_empty(), "refused without a diagnostic");
+            for d in diags {
+                let line = d.to_string();
+                assert!(
+                    !line.contains(['\n', '\r']),
+                    "a problem spans lines: {line:?}"
+                );
+            }
+        }
     }
 });

@@ -25,10 +25,22 @@ fuzz_target!(|data: &[u8]| {
                 assert_eq!(reloaded, loaded, "state changed across save and reload");
             }
             Ok(None) => panic!("an existing file read as absent"),
-            Err(_) => {}
+            Err(e) => {
+                let line = e.to_string();
+                assert!(
+                    !line.contains(['\n', '\r']),
+                    "a problem spans lines: {line:?}"
+                );
+            }
         }
         if let Ok(text) = std::str::from_utf8(data) {
-            let _ = parse_flake_target(&dir.path().join("nix-flake-target"), text);
+            if let Err(e) = parse_flake_target(&dir.path().join("nix-flake-target"), text) {
+                let line = e.to_string();
+                assert!(
+                    !line.contains(['\n', '\r']),
+                    "a problem spans lines: {line:?}"
+                );
+            }
         }
     });
 });

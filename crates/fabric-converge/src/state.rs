@@ -465,12 +465,23 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
         path: path.to_path_buf(),
         line: e.line().max(1),
         column: e.column().max(1),
+        // The parser quotes what it found, which may hold a newline or
+        // another control character; escaped, the problem stays one line
+        // (and one journal entry).
         reason: e
             .to_string()
             .split(" at line ")
             .next()
             .unwrap_or_default()
-            .to_string(),
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
     })?;
     if state.schema > SCHEMA {
         return Err(StateError::Newer {
@@ -593,6 +604,18 @@ impl ConvergeLock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A corrupt state file is reported on one line even when the bad value
+    /// holds a newline (found by fuzzing).
+    #[test]
+    fn a_corrupt_value_with_a_newline_is_reported_on_one_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("agent.json");
+        std::fs::write(&p, "{\"schema\": 1, \"phase\": \"sw\\nitch\"}").unwrap();
+        let message = load(&p).unwrap_err().to_string();
+        assert!(!message.contains('\n'), "{message}");
+        assert!(message.contains("sw\\nitch"), "{message}");
+    }
 
     /// A state file with times finer than a millisecond reads back as it
     /// saves: the reader keeps what the writer keeps.

@@ -108,6 +108,7 @@ class Run:
         self.work = work
         self.image = image
         self.key = work / "id_ed25519"
+        self.ssh_dir = Path(tempfile.mkdtemp(prefix="fvs-", dir="/tmp"))
         run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "vmtest@host", "-f", str(self.key)])
         self.pubkey = (work / "id_ed25519.pub").read_text().strip()
         # The package dir `fabric/bin/fabric`: `nix-store --add` registers it
@@ -325,7 +326,10 @@ class Guest:
                 "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
                 # One SSH handshake per boot: under TCG each costs the guest
                 # seconds of CPU.
-                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.dir}/ssh-%C",
+                # A short directory: ssh appends 17 characters to the socket
+                # path while creating it, and a Unix socket path has at most
+                # 107; past that the master fails and every login hangs.
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self.r.ssh_dir}/%C",
                 "-o", "ControlPersist=300",
                 f"{ADMIN}@127.0.0.1", command]
 
@@ -836,9 +840,11 @@ def main() -> int:
     guests = args.guest or list(PLANS)
 
     def stop_all(*_):
+        # The guest threads are not daemons: exit at once, without them
+        # starting the next guests.
         for g in list(GUESTS):
             g.stop()
-        sys.exit(130)
+        os._exit(130)
     signal.signal(signal.SIGTERM, stop_all)
     signal.signal(signal.SIGINT, stop_all)
 
@@ -873,6 +879,7 @@ def main() -> int:
         print("figures: " + json.dumps(bench, sort_keys=True))
         if args.bench_out:
             args.bench_out.write_text(json.dumps(bench, indent=2, sort_keys=True) + "\n")
+    shutil.rmtree(r.ssh_dir, ignore_errors=True)
     if not args.keep and not failed:
         shutil.rmtree(work, ignore_errors=True)
     else:

@@ -322,6 +322,9 @@ fn every_option_reaches_the_agent_as_fabric_parses_it() {
         .filter(|(flag, _)| *flag == "--health-check")
         .map(|(_, check)| check.as_str())
         .collect();
+    // A second module adds "true" with mkAfter. Without it NixOS would put
+    // that module's check first (a later module's list definitions come
+    // first), so the order is the one the modules decide, not merge order.
     let mut expected = strings(&units["healthChecks"]);
     expected.push("true");
     assert_eq!(passed, expected);

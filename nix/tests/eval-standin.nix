@@ -137,6 +137,29 @@ let
     { services.fabric.agent.healthChecks = lib.mkOrder 400 [ "first" ]; }
   ];
 
+  # More of the module system's merging, each expectation as nixpkgs
+  # 25.11's lib gave it (README.md, "Checking the Nix side").
+  merging = withModule [
+    {
+      services.fabric.agent.enable = true;
+      systemd.services.fabric-agent.after = [ "x.target" ];
+    }
+    { systemd.services.fabric-agent.after = [ "y.target" ]; }
+    { systemd.services.gone = lib.mkIf false { description = "never"; }; }
+    {
+      networking.firewall.allowedTCPPorts = [ 1 ];
+      imports = [
+        {
+          networking.firewall.allowedTCPPorts = [ 2 ];
+          imports = [ { networking.firewall.allowedTCPPorts = [ 3 ]; } ];
+        }
+        { networking.firewall.allowedTCPPorts = [ 4 ]; }
+      ];
+    }
+    { boot.loader.grub.extraConfig = "one"; }
+    { boot.loader.grub.extraConfig = "two"; }
+  ];
+
   noMetrics = withModule [
     {
       services.fabric.agent = {
@@ -395,6 +418,24 @@ let
       "second"
       "first"
     ])
+
+    # Inside a submodule (a unit) the definitions are reversed once more:
+    # module order.
+    (eq "order: a unit's lists from several modules" merging.systemd.services.fabric-agent.after [
+      "network-online.target"
+      "multi-user.target"
+      "x.target"
+      "y.target"
+    ])
+    # Collected breadth first, then reversed.
+    (eq "order: nested imports" merging.networking.firewall.allowedTCPPorts [
+      3
+      4
+      2
+      1
+    ])
+    (eq "order: lines" merging.boot.loader.grub.extraConfig "two\none")
+    (eq "merge: a unit under mkIf false is not there" (merging.systemd.services ? gone) false)
 
     # Overrides follow module-system priorities (the clash: `refusals`).
     (eq "override: plain definition beats mkDefault" overridden.systemd.services.fabric-agent.serviceConfig.WatchdogSec "10min")

@@ -10,8 +10,9 @@
 //!   only flags the `fabric` CLI declares. The units come from evaluating
 //!   the module with real Nix (`nix-instantiate`, Debian's nix-bin) against
 //!   the stand-in module system in `nix/tests/standin/` (a thin fake of
-//!   NixOS: see `nix/tests/eval-standin.nix`), which also runs its own
-//!   checks and fails the evaluation when one breaks.
+//!   NixOS: see `nix/tests/eval-standin.nix`; nixpkgs' real lib instead
+//!   when `FABRIC_NIXPKGS_LIB` names a copy). The evaluation also runs its
+//!   own checks and fails when one breaks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

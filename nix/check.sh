@@ -28,6 +28,20 @@
 set -euo pipefail
 
 root=${1:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"}
+
+# With FABRIC_NIXPKGS_LIB naming a copy of nixpkgs' lib (a nixpkgs or
+# nix-community/nixpkgs.lib checkout), the evaluations below use its module
+# system instead of the stand-in's (nix/tests/module-system.nix). Made
+# absolute here, before the cd, so a relative path means what the caller
+# meant.
+if [ -n "${FABRIC_NIXPKGS_LIB:-}" ]; then
+  if ! lib_dir=$(cd "$FABRIC_NIXPKGS_LIB" 2>/dev/null && pwd); then
+    echo "nix/check.sh: FABRIC_NIXPKGS_LIB=$FABRIC_NIXPKGS_LIB is not a directory" >&2
+    exit 2
+  fi
+  export FABRIC_NIXPKGS_LIB=$lib_dir
+fi
+
 cd "$root"
 
 # Offline, as everywhere in Fabric's tests.
@@ -58,17 +72,6 @@ fi
 echo "nix-parse: $parsed passed, $unparsable failed"
 if [ "$unparsable" -ne 0 ]; then
   exit 1
-fi
-
-# With FABRIC_NIXPKGS_LIB naming a copy of nixpkgs' lib (a nixpkgs or
-# nix-community/nixpkgs.lib checkout), the checks below evaluate with its
-# module system instead of the stand-in's (nix/tests/module-system.nix).
-if [ -n "${FABRIC_NIXPKGS_LIB:-}" ]; then
-  if ! FABRIC_NIXPKGS_LIB=$(cd "$FABRIC_NIXPKGS_LIB" 2>/dev/null && pwd); then
-    echo "nix/check.sh: FABRIC_NIXPKGS_LIB=$FABRIC_NIXPKGS_LIB is not a directory" >&2
-    exit 2
-  fi
-  export FABRIC_NIXPKGS_LIB
 fi
 
 # The evaluations throw, naming every failed check, when the wiring breaks.

@@ -94,6 +94,9 @@
               # No root, nix-daemon or bubblewrap in a build; the VM test
               # covers the units' sandbox here.
               export FABRIC_SKIP_SANDBOX_PROBE=1
+              # nixpkgs is at hand here: evaluate with its real lib, not the
+              # stand-in CI has to use.
+              export FABRIC_NIXPKGS_LIB=${nixpkgs}
               nix-store --init
               bash $src/nix/check.sh $src
               touch $out

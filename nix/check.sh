@@ -4,7 +4,8 @@
 #   1. every .nix file in the repository parses (nix-instantiate --parse);
 #   2. the NixOS module's wiring holds, evaluated against the stand-in in
 #      nix/tests/ (nix/tests/eval-standin.nix says what that does and does
-#      not prove);
+#      not prove), and what it must refuse fails with the module system's
+#      own message (e.g. "The option `…' does not exist");
 #   3. flake.nix's outputs and the example fleet flake (examples/hosts)
 #      evaluate and compose as intended, with a stand-in for the nixpkgs
 #      input (nix/tests/flake-standin.nix);
@@ -16,12 +17,31 @@
 #      bubblewrap (nix/tests/sandbox-probe.py; as root only, and not inside
 #      a Nix build, which sets FABRIC_SKIP_SANDBOX_PROBE=1).
 #
+# Checks 2 and 3 use nixpkgs' real lib (and module system) instead of the
+# stand-in's when FABRIC_NIXPKGS_LIB names a copy of it: a checkout of
+# nixpkgs or of nix-community/nixpkgs.lib (README.md, "Checking the Nix
+# side").
+#
 # Usage: nix/check.sh [REPO_ROOT]   (default: the repository this script is in)
 # Needs nix-instantiate (Debian: nix-bin), python3 and flock (util-linux).
 # Exit 0 when all checks pass.
 set -euo pipefail
 
 root=${1:-"$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"}
+
+# With FABRIC_NIXPKGS_LIB naming a copy of nixpkgs' lib (a nixpkgs or
+# nix-community/nixpkgs.lib checkout), the evaluations below use its module
+# system instead of the stand-in's (nix/tests/module-system.nix). Made
+# absolute here, before the cd, so a relative path means what the caller
+# meant.
+if [ -n "${FABRIC_NIXPKGS_LIB:-}" ]; then
+  if ! lib_dir=$(cd "$FABRIC_NIXPKGS_LIB" 2>/dev/null && pwd); then
+    echo "nix/check.sh: FABRIC_NIXPKGS_LIB=$FABRIC_NIXPKGS_LIB is not a directory" >&2
+    exit 2
+  fi
+  export FABRIC_NIXPKGS_LIB=$lib_dir
+fi
+
 cd "$root"
 
 # Offline, as everywhere in Fabric's tests.
@@ -54,13 +74,38 @@ if [ "$unparsable" -ne 0 ]; then
   exit 1
 fi
 
-# The stand-in throws, naming every failed check, when the wiring breaks.
-# --readonly-mode: the stand-in copies nothing to the store, so this also
-# works without write access to /nix.
+# The evaluations throw, naming every failed check, when the wiring breaks.
+# --readonly-mode: they copy nothing to the store, so this also works
+# without write access to /nix.
 summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/eval-standin.nix -A summary)
 echo "nix-standin: ${summary//\"/}"
 summary=$(nix-instantiate --readonly-mode --eval --strict nix/tests/flake-standin.nix -A summary)
 echo "flake-standin: ${summary//\"/}"
+
+# Each configuration in `refusals` must fail, and with its own message
+# (builtins.tryEval cannot tell one error from another, so each is a
+# separate evaluation).
+refused=0
+wrong=0
+while IFS= read -r name; do
+  message=$(nix-instantiate --readonly-mode --eval --strict --json nix/tests/eval-standin.nix -A "refusalMessages.$name")
+  message=$(python3 -c 'import json, sys; print(json.loads(sys.argv[1]))' "$message")
+  if output=$(nix-instantiate --readonly-mode --eval --strict nix/tests/eval-standin.nix -A "refusals.$name.value" 2>&1); then
+    echo "nix/check.sh: refusal $name: evaluated to $output, but should fail with: $message" >&2
+    wrong=$((wrong + 1))
+  elif [[ "$output" != *"$message"* ]]; then
+    echo "nix/check.sh: refusal $name: should fail with: $message" >&2
+    echo "$output" | sed 's/^/    /' >&2
+    wrong=$((wrong + 1))
+  else
+    refused=$((refused + 1))
+  fi
+done < <(nix-instantiate --readonly-mode --eval --strict --json nix/tests/eval-standin.nix -A refusalMessages |
+  python3 -c 'import json, sys; print("\n".join(json.load(sys.stdin)))')
+echo "nix-refusals: $refused passed, $wrong failed"
+if [ "$refused" -eq 0 ] || [ "$wrong" -ne 0 ]; then
+  exit 1
+fi
 
 bash nix/tests/upgrade-script.sh
 

@@ -271,7 +271,9 @@ in
           `sh -c '…'` for pipes, `$VAR` or `$(…)`. They run as root inside
           the agent's sandbox (read-only file system, private /tmp, no
           setuid programs such as sudo or ping) with the new generation's
-          `/run/current-system/sw/bin` on PATH.
+          `/run/current-system/sw/bin` on PATH. They run in list order;
+          when several modules set this option NixOS puts a later module's
+          checks first, so use `lib.mkBefore`/`lib.mkAfter` to decide it.
         '';
       };
 

@@ -1,4 +1,6 @@
 # Settings every host in this fleet shares.
+{ lib, ... }:
+
 {
   services.fabric.agent = {
     enable = true;
@@ -6,8 +8,10 @@
     # Machine's flakeRef, so one configuration serves whatever branch or
     # fork the Machine names.
     interval = "5m";
-    # Roll back any generation that would lock us out.
-    healthChecks = [ "systemctl is-active --quiet sshd.service" ];
+    # Roll back any generation that would lock us out. mkBefore: this
+    # check runs before a host's own (dns01.nix), which NixOS would
+    # otherwise put first, as it does a later module's list definitions.
+    healthChecks = lib.mkBefore [ "systemctl is-active --quiet sshd.service" ];
     reboot = "when-needed";
   };
 

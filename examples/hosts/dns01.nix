@@ -12,6 +12,6 @@
     allowedTCPPorts = [ 53 ];
   };
 
-  # Adds to the fleet-wide checks in common.nix.
+  # Adds to the fleet-wide checks in common.nix, after them (mkBefore there).
   services.fabric.agent.healthChecks = [ "systemctl is-active --quiet unbound.service" ];
 }

@@ -3,9 +3,11 @@
 #
 # nixpkgs cannot be fetched where CI runs. This evaluates the modules' own
 # logic (option defaults and types, mkIf/mkMerge wiring, the argv and unit
-# settings they produce) against a small stand-in of the module system, of
-# `lib`, and of the NixOS options they touch (nix/tests/standin/). It does
-# not prove that NixOS accepts the units, nor that systemd runs them: the
+# settings they produce) with the module system of nixpkgs' real `lib`
+# when FABRIC_NIXPKGS_LIB names a copy of it, and of the stand-in `lib`
+# otherwise (nix/tests/module-system.nix), against a stand-in of the
+# NixOS options they touch (nix/tests/standin/nixos.nix). It does not
+# prove that NixOS accepts the units, nor that systemd runs them: the
 # flake's `checks` (a real NixOS VM test) do that where nixpkgs exists.
 #
 #   nix-instantiate --eval --strict nix/tests/eval-standin.nix -A summary
@@ -13,17 +15,18 @@
 #
 # Either throws, listing every failed check, when a check fails. `units`
 # is what crates/fabric-converge/tests/nixos_module.rs compares with
-# `fabric_converge::layout`.
+# `fabric_converge::layout`. `refusals` are configurations that must fail
+# with a given message; nix/check.sh evaluates each on its own, since
+# builtins.tryEval cannot see a message.
 let
-  lib = import ./standin/lib.nix;
-  evalModules = import ./standin/modules.nix { inherit lib; };
+  moduleSystem = import ./module-system.nix;
+  inherit (moduleSystem) lib;
   pkgs = import ./standin/pkgs.nix;
 
   inherit (builtins)
     all
     attrNames
     concatStringsSep
-    deepSeq
     elem
     filter
     fromJSON
@@ -31,21 +34,12 @@ let
     length
     replaceStrings
     toJSON
-    tryEval
     ;
 
   evalWithOptions =
     modules:
-    evalModules {
+    lib.evalModules {
       modules = [ ./standin/nixos.nix ] ++ modules;
-      # Below services.fabric every option is the module's own: a name it
-      # does not declare is a typo, as NixOS would say.
-      strict = [
-        [
-          "services"
-          "fabric"
-        ]
-      ];
       specialArgs = {
         inherit pkgs;
         # A string, so that "${modulesPath}/..." does not copy it to the store.
@@ -78,11 +72,6 @@ let
   holds = name: ok: {
     inherit name ok;
     detail = "does not hold";
-  };
-  fails = name: value: {
-    inherit name;
-    ok = !(tryEval (deepSeq value value)).success;
-    detail = "evaluated, but should have been refused";
   };
 
   fabricUnits = cfg: filter (n: builtins.match "fabric.*" n != null) (attrNames cfg.systemd.services);
@@ -117,10 +106,59 @@ let
         inherit extraArgs;
       };
     }
-    # A second module adds a check: lists from several modules concatenate.
-    { services.fabric.agent.healthChecks = [ "true" ]; }
+    # A second module adds a check. Lists from several modules
+    # concatenate, a later module's first; mkAfter puts this one last.
+    { services.fabric.agent.healthChecks = lib.mkAfter [ "true" ]; }
   ];
   agentFullUnit = agentFull.systemd.services.fabric-agent;
+
+  # The order NixOS gives list definitions when no module decides it: the
+  # later module's first, an import's before its importer's.
+  healthChecksOf = cfg: cfg.services.fabric.agent.healthChecks;
+  twoModules = withModule [
+    {
+      services.fabric.agent = {
+        enable = true;
+        healthChecks = [ "first" ];
+      };
+    }
+    { services.fabric.agent.healthChecks = [ "second" ]; }
+  ];
+  importing = withModule [
+    {
+      imports = [ { services.fabric.agent.healthChecks = [ "imported" ]; } ];
+      services.fabric.agent.healthChecks = [ "importer" ];
+    }
+  ];
+  ordered = withModule [
+    { services.fabric.agent.healthChecks = lib.mkBefore [ "before" ]; }
+    { services.fabric.agent.healthChecks = [ "plain" ]; }
+    { services.fabric.agent.healthChecks = lib.mkAfter [ "after" ]; }
+    { services.fabric.agent.healthChecks = lib.mkOrder 400 [ "first" ]; }
+  ];
+
+  # More of the module system's merging, each expectation as nixpkgs
+  # 25.11's lib gave it (README.md, "Checking the Nix side").
+  merging = withModule [
+    {
+      services.fabric.agent.enable = true;
+      systemd.services.fabric-agent.after = [ "x.target" ];
+    }
+    { systemd.services.fabric-agent.after = [ "y.target" ]; }
+    { systemd.services.gone = lib.mkIf false { description = "never"; }; }
+    {
+      networking.firewall.allowedTCPPorts = [ 1 ];
+      imports = [
+        {
+          networking.firewall.allowedTCPPorts = [ 2 ];
+          imports = [ { networking.firewall.allowedTCPPorts = [ 3 ]; } ];
+        }
+        { networking.firewall.allowedTCPPorts = [ 4 ]; }
+      ];
+    }
+    { boot.loader.grub.extraConfig = "one"; }
+    { boot.loader.grub.extraConfig = "two"; }
+  ];
 
   noMetrics = withModule [
     {
@@ -359,45 +397,49 @@ let
       agentFullUnit.environment.FABRIC_AGENT_DEFINITION != agentDefinition
     ))
 
-    # Overrides follow module-system priorities.
+    # List order, as NixOS merges it: only mkOrder decides it on purpose.
+    (eq "order: a later module's health checks come first" (healthChecksOf twoModules) [
+      "second"
+      "first"
+    ])
+    (eq "order: an import's health checks come before its importer's" (healthChecksOf importing) [
+      "imported"
+      "importer"
+    ])
+    (eq "order: mkOrder, mkBefore and mkAfter decide it" (healthChecksOf ordered) [
+      "first"
+      "before"
+      "plain"
+      "after"
+    ])
+    (eq "order: the argv follows the merged list" (
+      filter (w: w == "first" || w == "second") (argvOf twoModules.systemd.services.fabric-agent.serviceConfig.ExecStart)
+    ) [
+      "second"
+      "first"
+    ])
+
+    # Inside a submodule (a unit) the definitions are reversed once more:
+    # module order.
+    (eq "order: a unit's lists from several modules" merging.systemd.services.fabric-agent.after [
+      "network-online.target"
+      "multi-user.target"
+      "x.target"
+      "y.target"
+    ])
+    # Collected breadth first, then reversed.
+    (eq "order: nested imports" merging.networking.firewall.allowedTCPPorts [
+      3
+      4
+      2
+      1
+    ])
+    (eq "order: lines" merging.boot.loader.grub.extraConfig "two\none")
+    (eq "merge: a unit under mkIf false is not there" (merging.systemd.services ? gone) false)
+
+    # Overrides follow module-system priorities (the clash: `refusals`).
     (eq "override: plain definition beats mkDefault" overridden.systemd.services.fabric-agent.serviceConfig.WatchdogSec "10min")
     (eq "override: mkForce beats the module" overridden.systemd.services.fabric-agent.serviceConfig.ProtectSystem "full")
-    (fails "override: an equal-priority clash is refused" conflicting.systemd.services.fabric-agent.serviceConfig.ProtectSystem)
-
-    # Bad values are refused at evaluation.
-    (fails "refused: reboot = always" (withModule [
-      {
-        services.fabric.agent = {
-          enable = true;
-          reboot = "always";
-        };
-      }
-    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
-    (fails "refused: metrics address is a host name" (agentWith { metrics.address = "localhost:9750"; }))
-    (fails "refused: metrics address without a port" (agentWith { metrics.address = "127.0.0.1"; }))
-    (fails "refused: interval without a unit" (agentWith { interval = "5"; }))
-    (fails "refused: health timeout that is not a duration" (agentWith { healthTimeout = "soon"; }))
-    (fails "refused: a misspelt option" (withModule [
-      {
-        services.fabric.agent.healtChecks = [ "true" ];
-      }
-    ]).services.fabric.agent)
-    (fails "refused: flake is not a string" (withModule [
-      {
-        services.fabric.agent = {
-          enable = true;
-          flake = 42;
-        };
-      }
-    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
-    (fails "refused: healthChecks is not a list" (withModule [
-      {
-        services.fabric.agent = {
-          enable = true;
-          healthChecks = "true";
-        };
-      }
-    ]).systemd.services.fabric-agent.serviceConfig.ExecStart)
 
     # Both together: two units, one package.
     (eq "both: units" (fabricUnits both) [
@@ -461,18 +503,90 @@ let
     (eq "example host: hostname left to cloud-init" exampleHost.networking.hostName "")
     (eq "template: bootstrap on" template.services.fabric.bootstrap.enable true)
     (eq "template: image name" template.proxmox.filenameSuffix "nixos-fabric-template")
-    (eq "template: guest agent flag for Proxmox" template.proxmox.qemuConf.agent true)
+    # proxmox-image.nix turns the boolean into qemu-server.conf's "1".
+    (eq "template: guest agent flag for Proxmox" template.proxmox.qemuConf.agent "1")
     (eq "template: stateVersion" template.system.stateVersion "25.11")
   ];
+
+  # Configurations the module system must refuse, each with the message
+  # nixpkgs' lib gives (nix/check.sh evaluates `value` and looks for
+  # `message` in what nix-instantiate prints).
+  refusals =
+    let
+      notOfType = option: type: "A definition for option `${option}' is not of type `${type}'.";
+      notExist = option: "The option `${option}' does not exist. Definition values:";
+      agentRefused =
+        settings: message:
+        {
+          inherit message;
+          value = agentWith settings;
+        };
+      durationType = "string matching the pattern ([0-9]+ *[a-zA-Z]+ *)+";
+      addressType = "string matching the pattern (([0-9]{1,3}\\.){3}[0-9]{1,3}|\\[[0-9a-fA-F:.]+]):[0-9]{1,5}";
+    in
+    {
+      equal-priority-clash = {
+        message = "The option `systemd.services.fabric-agent.serviceConfig.ProtectSystem' has conflicting definition values:";
+        value = conflicting.systemd.services.fabric-agent.serviceConfig.ProtectSystem;
+      };
+      reboot-always = agentRefused { reboot = "always"; } (
+        notOfType "services.fabric.agent.reboot" "one of \"never\", \"when-needed\""
+      );
+      metrics-address-host-name = agentRefused {
+        metrics.address = "localhost:9750";
+      } (notOfType "services.fabric.agent.metrics.address" addressType);
+      metrics-address-without-port = agentRefused {
+        metrics.address = "127.0.0.1";
+      } (notOfType "services.fabric.agent.metrics.address" addressType);
+      interval-without-unit = agentRefused { interval = "5"; } (
+        notOfType "services.fabric.agent.interval" durationType
+      );
+      health-timeout-not-a-duration = agentRefused { healthTimeout = "soon"; } (
+        notOfType "services.fabric.agent.healthTimeout" durationType
+      );
+      flake-not-a-string = agentRefused { flake = 42; } (
+        notOfType "services.fabric.agent.flake" "null or string"
+      );
+      health-checks-not-a-list = agentRefused { healthChecks = "true"; } (
+        notOfType "services.fabric.agent.healthChecks" "list of string"
+      );
+      # Misspelt options: inside services.fabric, elsewhere in NixOS, inside
+      # a submodule (a unit), and at the top.
+      misspelt-fabric-option = {
+        message = notExist "services.fabric.agent.healtChecks";
+        value = (withModule [ { services.fabric.agent.healtChecks = [ "true" ]; } ]).services.fabric.agent;
+      };
+      misspelt-nixos-option = {
+        message = notExist "services.openssh.enabel";
+        value = (eval [
+          ../proxmox-guest.nix
+          { services.openssh.enabel = true; }
+        ]).services.openssh.enable;
+      };
+      misspelt-unit-setting = {
+        message = notExist "systemd.services.fabric-agent.wantedby";
+        value =
+          (withModule [
+            {
+              services.fabric.agent.enable = true;
+              systemd.services.fabric-agent.wantedby = [ "multi-user.target" ];
+            }
+          ]).systemd.services.fabric-agent.wantedBy;
+      };
+      misspelt-top-level-option = {
+        message = notExist "sytemd";
+        value = (withModule [ { sytemd.services.fabric-agent.wantedBy = [ ]; } ]).services.fabric.agent.enable;
+      };
+    };
 
   failed = filter (c: !c.ok) checks;
 
   verdict =
     if failed == [ ] then
-      "${toString (length checks)} passed, 0 failed"
+      "${toString (length checks)} passed, 0 failed, with the ${moduleSystem.name}"
     else
       throw (
-        "nix/module.nix stand-in: ${toString (length failed)} of ${toString (length checks)} checks failed:\n"
+        "nix/module.nix stand-in (${moduleSystem.name}): ${toString (length failed)} of ${toString (length checks)} checks failed:\n"
         + concatStringsSep "\n" (map (c: "  - ${c.name}: ${c.detail}") failed)
       );
 
@@ -481,6 +595,8 @@ let
 in
 {
   summary = verdict;
+  inherit refusals;
+  refusalMessages = builtins.mapAttrs (_: r: r.message) refusals;
   units = builtins.seq verdict {
     bootstrap = pick bootstrap [ "fabric-bootstrap" ];
     agent = pick agent [
@@ -493,6 +609,6 @@ in
     inherit healthChecks extraArgs fabricExe;
     # The values services.fabric.agent.reboot accepts, for comparison with
     # the CLI's --reboot.
-    rebootChoices = (evalWithOptions [ ../module.nix ]).options.services.fabric.agent.reboot.type.values;
+    rebootChoices = (evalWithOptions [ ../module.nix ]).options.services.fabric.agent.reboot.type.functor.payload.values;
   };
 }

@@ -2,9 +2,11 @@
 # flake (examples/hosts/flake.nix) on top of them, without nixpkgs.
 #
 # Both flakes' `outputs` functions are called with a fake `nixpkgs` input:
-# the stand-in lib (nix/tests/standin/lib.nix) plus genAttrs,
-# recursiveUpdate and a `lib.fileset` that only records its arguments;
-# `lib.nixosSystem` is the stand-in module system; `legacyPackages` are the
+# a `lib` (nixpkgs' real one when FABRIC_NIXPKGS_LIB names a copy, the
+# stand-in otherwise: nix/tests/module-system.nix) with a `lib.fileset`
+# that only records its arguments; `lib.nixosSystem` is that lib's
+# evalModules over the stand-in NixOS options (nix/tests/standin/nixos.nix);
+# `legacyPackages` are the
 # stand-in packages, whose `callPackage` records what it was asked to build
 # and builds nothing. What this checks is the flakes' own wiring: which
 # outputs exist, that the NixOS modules compose (the `key` that lets a host
@@ -15,8 +17,8 @@
 #
 #   nix-instantiate --eval --strict nix/tests/flake-standin.nix -A summary
 let
-  lib = import ./standin/lib.nix;
-  evalModules = import ./standin/modules.nix { inherit lib; };
+  moduleSystem = import ./module-system.nix;
+  inherit (moduleSystem) lib;
   standinPkgs = import ./standin/pkgs.nix;
 
   inherit (builtins)
@@ -67,21 +69,17 @@ let
 
   nixosSystem =
     { modules, ... }:
-    evalModules {
+    lib.evalModules {
       modules = [ ./standin/nixos.nix ] ++ modules;
       specialArgs = {
         pkgs = pkgsFor "x86_64-linux";
         modulesPath = toString ./standin/nixos-modules;
       };
-      strict = [
-        [
-          "services"
-          "fabric"
-        ]
-      ];
     };
 
   nixpkgs = {
+    # What `${nixpkgs}` names in a build: a source tree holding lib/.
+    outPath = "/nix/store/22222222222222222222222222222222-source";
     lib = lib // {
       inherit nixosSystem;
       fileset = {
@@ -119,8 +117,8 @@ let
   vmNode = modules: (nixosSystem { modules = [ vmTest.nodes.machine ] ++ modules; }).config;
   vmMachine = vmNode [ ];
   # NixOS keeps a specialisation's configuration as a module (mkForce and
-  # all) and adds it to the parent's; the stand-in's freeform config would
-  # have discharged it, so take it from the node's module itself.
+  # all) and adds it to the parent's; take it from the node's module
+  # itself, as NixOS does.
   vmSpecialisation =
     (vmTest.nodes.machine {
       inherit lib;
@@ -188,11 +186,14 @@ let
     (holds "checks: nix-files runs nix/check.sh" (
       builtins.match ".*bash \\$src/nix/check.sh \\$src\n.*" fabric.checks.x86_64-linux.nix-files.script != null
     ))
+    (holds "checks: nix-files uses nixpkgs' real lib" (
+      builtins.match ".*\nexport FABRIC_NIXPKGS_LIB=${nixpkgs.outPath}\n.*" fabric.checks.x86_64-linux.nix-files.script != null
+    ))
 
     # The template: the flake's package (mkDefault in nixosModules.fabric)
     # wins over the module's own default, and nixosModules.fabric, imported
     # twice (directly and through proxmox-guest), defines it once.
-    (eq "template: platform" template.nixpkgs.hostPlatform "x86_64-linux")
+    (eq "template: platform" template.nixpkgs.hostPlatform.system "x86_64-linux")
     (eq "template: bootstrap on" template.services.fabric.bootstrap.enable true)
     (eq "template: agent off" template.services.fabric.agent.enable false)
     (eq "template: the flake's fabric" template.services.fabric.package flakePackage)
@@ -242,6 +243,8 @@ let
       "dns01"
     ])
     (eq "fleet: the flake's fabric" dns01.services.fabric.package flakePackage)
+    # The fleet-wide check first: common.nix adds it with mkBefore, or
+    # NixOS would put dns01.nix's (the later module's) first.
     (eq "fleet: dns01 agent argv" (argvOf dns01.systemd.services.fabric-agent.serviceConfig.ExecStart) [
       "${flakePackage}/bin/fabric"
       "agent"
@@ -287,10 +290,10 @@ in
 {
   summary =
     if failed == [ ] then
-      "${toString (length checks)} passed, 0 failed"
+      "${toString (length checks)} passed, 0 failed, with the ${moduleSystem.name}"
     else
       throw (
-        "flake.nix stand-in: ${toString (length failed)} of ${toString (length checks)} checks failed:\n"
+        "flake.nix stand-in (${moduleSystem.name}): ${toString (length failed)} of ${toString (length checks)} checks failed:\n"
         + concatStringsSep "\n" (map (c: "  - ${c.name}: ${c.detail}") failed)
       );
 }

@@ -10,8 +10,9 @@
 //!   only flags the `fabric` CLI declares. The units come from evaluating
 //!   the module with real Nix (`nix-instantiate`, Debian's nix-bin) against
 //!   the stand-in module system in `nix/tests/standin/` (a thin fake of
-//!   NixOS: see `nix/tests/eval-standin.nix`), which also runs its own
-//!   checks and fails the evaluation when one breaks.
+//!   NixOS: see `nix/tests/eval-standin.nix`; nixpkgs' real lib instead
+//!   when `FABRIC_NIXPKGS_LIB` names a copy). The evaluation also runs its
+//!   own checks and fails when one breaks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -322,6 +323,9 @@ fn every_option_reaches_the_agent_as_fabric_parses_it() {
         .filter(|(flag, _)| *flag == "--health-check")
         .map(|(_, check)| check.as_str())
         .collect();
+    // A second module adds "true" with mkAfter. Without it NixOS would put
+    // that module's check first (a later module's list definitions come
+    // first), so the order is the one the modules decide, not merge order.
     let mut expected = strings(&units["healthChecks"]);
     expected.push("true");
     assert_eq!(passed, expected);

@@ -1,43 +1,44 @@
 # STAND-IN for nixpkgs' module system (lib/modules.nix `evalModules`),
-# just large enough to evaluate nix/module.nix and the template modules
-# without nixpkgs. It is not NixOS; what it does the same way:
+# just large enough to evaluate nix/module.nix, the template modules and
+# the example fleet without nixpkgs. What it does as nixpkgs 25.11 does
+# (nix/check.sh runs the same checks against the real lib when
+# FABRIC_NIXPKGS_LIB names a copy):
 #
 # - modules are paths, functions or attribute sets, with `imports`,
 #   `options`, `config` (or config given directly), `key` and `_file`;
 #   a module imported twice (same path or same `key`) counts once;
+# - modules are collected breadth first (builtins.genericClosure) and then
+#   REVERSED, as evalModules does (`reverseList`): a list option gets a
+#   later module's definitions first, an import's before its importer's.
+#   Only mkBefore/mkAfter/mkOrder decide an order on purpose;
 # - `config` is a fixpoint: modules read each other's values through it;
 # - mkIf / mkMerge / mkOverride are pushed down into attribute sets before
-#   their conditions are evaluated (as pushDownProperties does), so a module
-#   may set options under a condition that reads other options;
-# - the definitions of an option are discharged, the highest priority wins
-#   (mkForce 50 < plain 100 < mkDefault 1000 < option default 1500), every
-#   definition is checked against the option's type, then merged by it;
-# - paths no module declares are merged freely: lists concatenate, other
-#   values must agree, attribute sets merge recursively; except below the
-#   `strict` prefixes (e.g. services.fabric), where, as everywhere in NixOS,
-#   setting an option nobody declared is an error.
+#   their conditions are evaluated (pushDownProperties), so a module may set
+#   options under a condition that reads other options;
+# - each option's definitions are merged by lib.mergeDefinitions (see
+#   lib.nix), its default counting as mkOptionDefault, then `apply`;
+# - a definition of an option nobody declared, anywhere, makes the
+#   configuration fail with nixpkgs' message "The option `…' does not
+#   exist. Definition values: …" (with no freeformType, as in NixOS); a
+#   submodule checks its own definitions the same way.
 #
-# What it leaves out: submodules, `apply` ordering subtleties, option
-# documentation, `disabledModules`, `_module.args`, and every NixOS option
-# that nix/tests/standin/nixos.nix does not declare.
+# What it leaves out: freeformType, `_module.args`, `disabledModules`,
+# `_class`, option documentation, and every NixOS option that
+# nix/tests/standin/nixos.nix does not declare.
 { lib }:
 
 let
   inherit (builtins)
     all
-    any
     attrNames
-    concatLists
     concatMap
-    concatStringsSep
+    elemAt
     filter
     foldl'
     genList
     genericClosure
     isAttrs
-    isBool
     isFunction
-    isList
     isPath
     isString
     length
@@ -47,9 +48,10 @@ let
     toJSON
     ;
 
-  showLoc = loc: concatStringsSep "." loc;
+  showLoc = lib.showOption;
 
-  imap = f: list: genList (i: f i (builtins.elemAt list i)) (length list);
+  imap = f: list: genList (i: f i (elemAt list i)) (length list);
+  reverseList = list: genList (i: elemAt list (length list - 1 - i)) (length list);
 
   unique = foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
 
@@ -78,148 +80,91 @@ let
     else
       [ v ];
 
-  pushDefs = defs: concatMap (d: map (value: { inherit (d) file; inherit value; }) (pushDown d.value)) defs;
+  pushDefs =
+    defs:
+    concatMap (
+      d:
+      map (value: {
+        inherit (d) file;
+        inherit value;
+      }) (pushDown d.value)
+    ) defs;
 
-  # dischargeProperties: evaluate mkIf, flatten mkMerge, record priority.
-  discharge =
-    loc: priority: v:
-    let
-      t = typeOf v;
-    in
-    if t == "merge" then
-      concatMap (discharge loc priority) v.contents
-    else if t == "if" then
-      if !isBool v.condition then
-        throw "mkIf called with a non-Boolean condition at `${showLoc loc}'"
-      else if v.condition then
-        discharge loc priority v.content
+  defsOf =
+    name: pushed:
+    concatMap (
+      d:
+      if isPlain d.value && d.value ? ${name} then
+        [
+          {
+            inherit (d) file;
+            value = d.value.${name};
+          }
+        ]
       else
         [ ]
-    else if t == "override" then
-      discharge loc v.priority v.content
-    else
-      [
-        {
-          inherit priority;
-          value = v;
-        }
-      ];
+    ) pushed;
 
-  # filterOverrides: keep the definitions with the highest priority.
-  winners =
-    loc: defs:
-    let
-      discharged = concatMap (d: map (x: x // { inherit (d) file; }) (discharge loc 100 d.value)) defs;
-      top = foldl' (m: d: if d.priority < m then d.priority else m) 9999 discharged;
-    in
-    filter (d: d.priority == top) discharged;
-
-  # An undeclared path: { defined; value }. Names whose definitions all
-  # vanish under mkIf false are dropped, as attrsOf does.
-  mergeFree =
-    loc: defs:
-    let
-      pushed = pushDefs defs;
-    in
-    if pushed != [ ] && any (d: isPlain d.value) pushed then
-      if !(all (d: isPlain d.value) pushed) then
-        throw "`${showLoc loc}' is defined both as an attribute set and as a value"
-      else
-        let
-          names = unique (concatMap (d: attrNames d.value) pushed);
-          children = map (name: {
-            inherit name;
-            result = mergeFree (loc ++ [ name ]) (
-              concatMap (d: if d.value ? ${name} then [ { inherit (d) file; value = d.value.${name}; } ] else [ ]) pushed
-            );
-          }) names;
-          kept = filter (c: c.result.defined) children;
-        in
-        {
-          defined = kept != [ ] || names == [ ];
-          value = listToAttrs (map (c: { inherit (c) name; value = c.result.value; }) kept);
-        }
-    else
-      let
-        ws = winners loc pushed;
-      in
-      if ws == [ ] then
-        {
-          defined = false;
-          value = null;
-        }
-      else
-        {
-          defined = true;
-          value = lib.types.unspecified.merge loc ws;
-        };
-
-  # A declared option: discharge, pick the highest priority (the default
-  # counts as mkOptionDefault), check every definition, merge by type.
+  # A declared option: mergeDefinitions over the definitions and the
+  # default, then `apply`.
   mergeOption =
     loc: opt: defs:
     let
-      default = if opt ? default then [ { file = "the option's default"; value = lib.mkOverride 1500 opt.default; } ] else [ ];
-      ws = winners loc (defs ++ default);
-      bad = filter (d: !(opt.type.check d.value)) ws;
-      merged =
-        if opt.type.mergeAttrs or false then
-          (mergeFree loc ws).value
+      type = opt.type or lib.types.unspecified;
+      default =
+        if opt ? default then
+          [
+            {
+              file = "the option's declaration";
+              value = lib.mkOptionDefault opt.default;
+            }
+          ]
         else
-          opt.type.merge loc ws;
+          [ ];
+      result = lib.mergeDefinitions loc type (defs ++ default);
     in
-    if ws == [ ] then
-      throw "The option `${showLoc loc}' is used but not defined."
-    else if bad != [ ] then
-      throw "A definition for option `${showLoc loc}' is not of type `${opt.type.description}'. Definition values:${
-        concatStringsSep "" (map (d: "\n  - In `${d.file}': ${toJSON d.value}") bad)
-      }"
+    if !result.isDefined then
+      throw "The option `${showLoc loc}' was accessed but has no value defined. Try setting the option."
     else if opt ? apply then
-      opt.apply merged
+      opt.apply result.mergedValue
     else
-      merged;
+      result.mergedValue;
 
-  isPrefix =
-    prefix: loc:
-    length prefix <= length loc
-    && all (i: builtins.elemAt prefix i == builtins.elemAt loc i) (genList (i: i) (length prefix));
-
-  # The configuration tree. Where options are declared the names come from
-  # declarations and definitions without evaluating any condition; that is
-  # what lets `config = mkIf cfg.enable { ... }` read `cfg` at all.
+  # The configuration tree: every declared name, each merged lazily. The
+  # names come from the declarations alone, without evaluating any
+  # condition; that is what lets `config = mkIf cfg.enable { ... }` read
+  # `cfg` at all.
   mergeTree =
-    strict: loc: decls: defs:
+    loc: decls: defs:
     if isOption decls then
       mergeOption loc decls defs
     else
       let
         pushed = pushDefs defs;
         notSet = filter (d: !(isPlain d.value)) pushed;
-        names = unique (attrNames decls ++ concatMap (d: attrNames d.value) pushed);
-        sub =
-          name:
-          let
-            subDefs = concatMap (
-              d: if d.value ? ${name} then [ { inherit (d) file; value = d.value.${name}; } ] else [ ]
-            ) pushed;
-          in
-          if decls ? ${name} then
-            mergeTree strict (loc ++ [ name ]) decls.${name} subDefs
-          else if any (p: isPrefix p loc) strict then
-            throw "The option `${showLoc (loc ++ [ name ])}' does not exist."
-          else
-            let
-              r = mergeFree (loc ++ [ name ]) subDefs;
-            in
-            if r.defined then
-              r.value
-            else
-              throw "`${showLoc (loc ++ [ name ])}' has no definition left after mkIf; declare it in nix/tests/standin/nixos.nix";
       in
       if notSet != [ ] then
         throw "`${showLoc loc}' is a set of options, but `${(builtins.head notSet).file}' sets it to a value"
       else
-        listToAttrs (map (name: { inherit name; value = sub name; }) names);
+        mapAttrs (name: sub: mergeTree (loc ++ [ name ]) sub (defsOf name pushed)) decls;
+
+  # The definitions no declaration matches, each with its full path.
+  unmatched =
+    loc: decls: defs:
+    if isOption decls then
+      [ ]
+    else
+      let
+        pushed = filter (d: isPlain d.value) (pushDefs defs);
+        names = unique (concatMap (d: attrNames d.value) pushed);
+      in
+      concatMap (
+        name:
+        if decls ? ${name} then
+          unmatched (loc ++ [ name ]) decls.${name} (defsOf name pushed)
+        else
+          map (d: d // { loc = loc ++ [ name ]; }) (defsOf name pushed)
+      ) names;
 
   mergeDecls =
     loc: a: b:
@@ -250,6 +195,10 @@ in
 {
   modules,
   specialArgs ? { },
+  prefix ? [ ],
+  # Older callers (vmtest/agent-unit.nix) name the prefixes where an
+  # undeclared option is an error; it is an error everywhere now, as in
+  # nixpkgs, so this is accepted and ignored.
   strict ? [ ],
 }:
 let
@@ -257,12 +206,20 @@ let
     inherit lib config options;
   };
 
+  # An anonymous module takes its importer's file (`<unknown-file>` at the
+  # top) and a key from its place, as loadModule does.
   load =
-    fallbackKey: m:
+    fallbackFile: fallbackKey: m:
     let
       fromFile = isPath m || isString m;
       imported = if fromFile then import m else m;
-      raw = if isFunction imported then imported args else imported;
+      raw0 = if isFunction imported then imported args else imported;
+      # mkIf / mkOverride around a whole module, as loadModule allows.
+      raw =
+        if typeOf raw0 == "if" || typeOf raw0 == "override" || typeOf raw0 == "merge" then
+          { config = raw0; }
+        else
+          raw0;
       explicit = raw ? config || raw ? options;
       stray = removeAttrs raw special;
     in
@@ -271,26 +228,41 @@ let
     else
       {
         key = if fromFile then toString m else toString (raw.key or fallbackKey);
-        file = raw._file or (if fromFile then toString m else fallbackKey);
+        file = raw._file or (if fromFile then toString m else fallbackFile);
         imports = raw.imports or [ ];
         options = raw.options or { };
         config = if explicit then raw.config or { } else stray;
       };
 
   collected = genericClosure {
-    startSet = imap (i: load "<stand-in root>:${toString i}") modules;
-    operator = mod: imap (i: load "${mod.key}:anon-${toString i}") mod.imports;
+    startSet = imap (i: load "<unknown-file>" ":anon-${toString (i + 1)}") modules;
+    operator = mod: imap (i: load mod.file "${mod.key}:anon-${toString (i + 1)}") mod.imports;
   };
 
-  options = foldl' (mergeDecls [ ]) { } (map (m: m.options) collected);
+  definitions = map (m: {
+    inherit (m) file;
+    value = m.config;
+  }) (reverseList collected);
 
-  config = mergeTree strict [ ] options (
-    map (m: {
-      inherit (m) file;
-      value = m.config;
-    }) collected
-  );
+  options = foldl' (mergeDecls prefix) { } (map (m: m.options) collected);
+
+  config = mergeTree prefix options definitions;
+
+  undeclared = unmatched prefix options definitions;
+  first = builtins.head undeclared;
 in
 {
-  inherit config options;
+  inherit options;
+  # As evalModules' `checkUnmatched`: the modules see `config` as it is,
+  # the caller only once every definition has found its option.
+  config =
+    if undeclared != [ ] then
+      throw "The option `${showLoc first.loc}' does not exist. Definition values:\n- In `${first.file}': ${
+        if isAttrs first.value && !(lib.isDerivation first.value) then
+          "{ ${toString (attrNames first.value)} }"
+        else
+          toJSON first.value
+      }"
+    else
+      config;
 }

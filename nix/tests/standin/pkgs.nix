@@ -11,6 +11,7 @@ let
 in
 {
   kubelize-fabric = fake "fabric-0.1.0";
+  curl = fake "curl-8.16.0";
   git = fake "git-2.51.0";
   nix = fake "nix-2.31.2";
   openssh = fake "openssh-10.0p2";

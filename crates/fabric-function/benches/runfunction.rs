@@ -176,7 +176,7 @@ fn workload(stage: Stage) -> RunFunctionRequest {
     let input = json!({
         "apiVersion": "fabric.kubelize.io/v1beta1", "kind": "Input",
         "proxmox": {"node": "pve1", "snippetDatastore": "local"},
-        "templates": {"nixos-template": 9000},
+        "templates": {"nixos-template": {"vmId": 9000}},
     });
     let request = |xr: &Json, observed: Vec<(&str, Json)>| RunFunctionRequest {
         meta: Some(RequestMeta {

@@ -238,7 +238,9 @@ pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
                         (
                             "disk",
                             list(obj([
-                                ("interface", text("scsi0")),
+                                // The template's own boot disk: a slot the
+                                // clone lacks would get a new, empty disk.
+                                ("interface", text(&plan.boot_disk)),
                                 ("datastoreId", text(&plan.storage)),
                                 ("size", Json::from(plan.disk_gib)),
                             ])),

@@ -42,6 +42,9 @@ pub struct Plan {
     pub snippet_datastore: String,
     /// The template VM to clone.
     pub template_vm_id: u32,
+    /// The template's boot disk (`virtio0`), which the machine's disk size
+    /// resizes.
+    pub boot_disk: String,
     /// Cores per socket.
     pub cores: u32,
     /// Sockets.
@@ -115,12 +118,12 @@ impl Plan {
             (Some(b), false) => b.clone(),
             _ => machine.proxmox.bridge.clone(),
         };
-        let template_vm_id = match input.templates.get(&machine.image) {
-            Some(id) => id.0,
+        let (template_vm_id, boot_disk) = match input.templates.get(&machine.image) {
+            Some(t) => (t.vm_id.0, t.boot_disk.as_str().to_string()),
             None => {
                 let known: Vec<&str> = input.templates.keys().map(String::as_str).collect();
                 let hint = if known.is_empty() {
-                    "the function input lists no templates; add templates: {<image>: <template VM id>}".to_string()
+                    "the function input lists no templates; add templates: {<image>: {vmId: <template VM id>}}".to_string()
                 } else {
                     match fabric_model::schema::closest(&machine.image, known.iter().copied()) {
                         Some(n) => format!("did you mean {n}? known images: {}", known.join(", ")),
@@ -135,7 +138,7 @@ impl Plan {
                     )
                     .hint(hint),
                 );
-                0
+                (0, String::new())
             }
         };
         if !problems.is_empty() {
@@ -178,6 +181,7 @@ impl Plan {
             mac: machine.network.mac.as_ref().map(|m| m.to_upper()),
             snippet_datastore: input.proxmox.snippet_datastore.clone(),
             template_vm_id,
+            boot_disk,
             cores: machine.cores,
             sockets: machine.sockets,
             memory_mib: machine.memory_mib,

@@ -204,7 +204,9 @@ pub fn module(plan: &Plan) -> Json {
                     "cpu": {"cores": "${var.cores}", "sockets": "${var.sockets}"},
                     "memory": {"dedicated": "${var.memory_mib}"},
                     "disk": {
-                        "interface": "scsi0",
+                        // The template's own boot disk: a slot the clone
+                        // lacks would get a new, empty disk.
+                        "interface": plan.boot_disk,
                         "datastore_id": "${var.datastore_id}",
                         "size": "${var.disk_gib}",
                     },

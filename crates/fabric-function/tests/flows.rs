@@ -784,7 +784,7 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
         json!(6)
     );
     let mut other_template = input("bpg");
-    other_template["templates"]["nixos-template"] = json!(9100);
+    other_template["templates"]["nixos-template"] = json!({"vmId": 9100});
     assert_eq!(
         vm(&run(&request(&machine(), Some(&other_template), &obs)))["spec"]["initProvider"]
             ["clone"][0]["vmId"],
@@ -1016,7 +1016,7 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
             "input",
             Box::new(|r| {
                 let mut i = input("bpg");
-                i["templates"]["nixos-template"] = json!(9100);
+                i["templates"]["nixos-template"] = json!({"vmId": 9100});
                 r.input = i.as_object().map(json_to_struct);
             }),
         ),

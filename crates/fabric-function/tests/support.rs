@@ -68,7 +68,7 @@ pub fn input(backend: &str) -> Json {
         "backend": backend,
         "providerConfigRef": {"kind": "ClusterProviderConfig", "name": "default"},
         "proxmox": {"node": "pve1", "storage": "local-zfs", "bridge": "vmbr0", "snippetDatastore": "local"},
-        "templates": {"nixos-template": 9000},
+        "templates": {"nixos-template": {"vmId": 9000}},
         "bootstrap": {"fabricFlake": "github:kubelize/fabric"},
     })
 }

@@ -34,30 +34,28 @@ fn text(b: &[u8]) -> String {
 /// The fenced blocks of a Markdown file with the given info string.
 fn blocks(markdown: &str, lang: &str) -> Vec<String> {
     let mut out = Vec::new();
-    let mut current: Option<String> = None;
+    // Outside a block: None; inside: Some(Some(body)) when collecting,
+    // Some(None) in a block of another language.
+    let mut current: Option<Option<String>> = None;
     for line in markdown.lines() {
-        match &mut current {
-            None if line.trim_start().starts_with("```") => {
-                if line.trim_start().trim_start_matches('`').trim() == lang {
-                    current = Some(String::new());
-                } else {
-                    // Some other block: skip to its end.
-                    current = Some("\u{0}".into());
-                }
+        let fence = line.trim_start().starts_with("```");
+        match (&mut current, fence) {
+            (None, true) => {
+                let info = line.trim_start().trim_start_matches('`').trim();
+                current = Some((info == lang).then(String::new));
             }
-            None => {}
-            Some(body) if line.trim_start().starts_with("```") => {
-                if !body.starts_with('\u{0}') {
-                    out.push(std::mem::take(body));
+            (None, false) => {}
+            (Some(block), true) => {
+                if let Some(body) = block.take() {
+                    out.push(body);
                 }
                 current = None;
             }
-            Some(body) => {
-                if !body.starts_with('\u{0}') {
-                    body.push_str(line);
-                    body.push('\n');
-                }
+            (Some(Some(body)), false) => {
+                body.push_str(line);
+                body.push('\n');
             }
+            (Some(None), false) => {}
         }
     }
     assert!(current.is_none(), "an unclosed ``` block");

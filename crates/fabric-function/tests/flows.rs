@@ -1364,3 +1364,42 @@ fn the_same_request_bytes_always_get_the_same_answer() {
         }
     }
 }
+
+#[test]
+fn a_vm_created_with_user_data_alone_keeps_reading_proxmoxs_meta_data_and_network() {
+    // Created by an earlier function, which uploaded only user-data: its
+    // cloud-init fields are create-time only, so they stay as they were.
+    let xr = with_phase(machine(), "Running");
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let mut old_vm = json!({
+        "apiVersion": "virtualenvironmentvm.proxmoxbpg.m.crossplane.io/v1alpha1",
+        "kind": "EnvironmentVM",
+        "spec": {"initProvider": {"initialization": [{
+            "datastoreId": "local-zfs",
+            "userDataFileId": "local:snippets/old.user-data.yaml",
+            "ipConfig": [{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}],
+        }]}},
+    });
+    old_vm = observed_ready(&old_vm, json!({"vmId": 104}));
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[
+            (bpg::SNIPPET, observed_creating(&snippet)),
+            (bpg::VM, old_vm),
+        ],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    let init = &vm["spec"]["initProvider"]["initialization"][0];
+    assert_eq!(init["userDataFileId"], "local:snippets/old.user-data.yaml");
+    assert!(
+        init.get("metaDataFileId").is_none() && init.get("networkDataFileId").is_none(),
+        "{init}"
+    );
+    assert_eq!(
+        init["ipConfig"],
+        json!([{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}])
+    );
+    assert_eq!(xr_status(&rsp)["phase"], "Running");
+}

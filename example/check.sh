@@ -39,12 +39,12 @@ stage() {
   "$CHECK" "$OUT/$name.yaml" || failed=1
 }
 
-stage bpg-snippet "EnvironmentFile" \
+stage bpg-snippet "EnvironmentFile EnvironmentFile EnvironmentFile" \
   "$EX/xr.yaml" --input "$EX/composition.yaml" --secret "$EX/secret.yaml"
-stage bpg-vm "EnvironmentFile EnvironmentVM" \
+stage bpg-vm "EnvironmentFile EnvironmentFile EnvironmentFile EnvironmentVM" \
   "$EX/xr.yaml" --input "$EX/composition.yaml" --secret "$EX/secret.yaml" \
   --observed "$EX/observed/snippet-ready.yaml"
-stage bpg-ready "EnvironmentFile EnvironmentVM" \
+stage bpg-ready "EnvironmentFile EnvironmentFile EnvironmentFile EnvironmentVM" \
   "$EX/xr.yaml" --input "$EX/composition.yaml" --secret "$EX/secret.yaml" \
   --observed "$EX/observed/vm-ready.yaml"
 stage terraform "Workspace" \
@@ -52,9 +52,9 @@ stage terraform "Workspace" \
 stage terraform-ready "Workspace" \
   "$EX/xr.yaml" --input "$EX/composition-terraform.yaml" --secret "$EX/secret.yaml" \
   --observed "$EX/observed/workspace-ready.yaml"
-stage xmachine-snippet "EnvironmentFile" \
+stage xmachine-snippet "EnvironmentFile EnvironmentFile" \
   "$EX/xmachine.yaml" --input "$EX/composition-xmachine.yaml"
-stage xmachine-vm "EnvironmentFile EnvironmentVM" \
+stage xmachine-vm "EnvironmentFile EnvironmentFile EnvironmentVM" \
   "$EX/xmachine.yaml" --input "$EX/composition-xmachine.yaml" \
   --observed "$EX/observed/xmachine-snippet-ready.yaml"
 stage xmachine-terraform "Workspace" \

@@ -11,6 +11,13 @@
   proxmox = {
     qemuConf = {
       name = "nixos-fabric-template";
+      # The one disk, and the one a Machine's disk size resizes. nixpkgs
+      # writes it into the VMA as `drive-virtio0` whatever this says, so
+      # these only spell out its defaults; the function Input's template
+      # `bootDisk` (default virtio0) must name the same slot, which
+      # crates/fabric/tests/proxmox_guide.rs checks.
+      virtio0 = "local-lvm:vm-9999-disk-0";
+      boot = "order=virtio0";
       cores = 2;
       memory = 2048;
       # Room for the first switch's downloads even before the clone's disk

@@ -176,7 +176,7 @@ fn workload(stage: Stage) -> RunFunctionRequest {
     let input = json!({
         "apiVersion": "fabric.kubelize.io/v1beta1", "kind": "Input",
         "proxmox": {"node": "pve1", "snippetDatastore": "local"},
-        "templates": {"nixos-template": 9000},
+        "templates": {"nixos-template": {"vmId": 9000}},
     });
     let request = |xr: &Json, observed: Vec<(&str, Json)>| RunFunctionRequest {
         meta: Some(RequestMeta {
@@ -197,16 +197,23 @@ fn workload(stage: Stage) -> RunFunctionRequest {
     // Every observed object is what Fabric desired plus what the provider
     // adds, as Crossplane would send it.
     let first = fabric_function::run(&request(&xr, vec![]));
-    let file_id = "local:snippets/fabric-web01.user-data.yaml";
-    let snippet = observed_from(
-        &desired_of(&first, "user-data"),
-        "web01-user-data-7x2kq",
-        json!({"id": file_id, "contentType": "snippets", "datastoreId": "local", "nodeName": "pve1", "fileName": "fabric-web01.user-data.yaml"}),
-    );
+    // Every cloud-init snippet the first call composed, uploaded.
+    let snippets: Vec<(&str, Json)> = ["meta-data", "network-config", "user-data"]
+        .into_iter()
+        .filter_map(|name| {
+            let d = desired_of(&first, name);
+            let file = d
+                .pointer("/spec/initProvider/sourceRaw/0/fileName")?
+                .as_str()?
+                .to_string();
+            let at = json!({"id": format!("local:snippets/{file}"), "contentType": "snippets", "datastoreId": "local", "nodeName": "pve1", "fileName": file});
+            Some((name, observed_from(&d, &format!("web01-{name}-7x2kq"), at)))
+        })
+        .collect();
     if stage == Stage::Provisioning {
-        return request(&xr, vec![("user-data", snippet)]);
+        return request(&xr, snippets);
     }
-    let second = fabric_function::run(&request(&xr, vec![("user-data", snippet.clone())]));
+    let second = fabric_function::run(&request(&xr, snippets.clone()));
     let vm_desired = desired_of(&second, "vm");
     // Upjet mirrors every parameter in atProvider, plus computed fields.
     let mut at = serde_json::Map::new();
@@ -234,7 +241,9 @@ fn workload(stage: Stage) -> RunFunctionRequest {
     let vm = observed_from(&vm_desired, "web01-vm-9p3rt", Json::Object(at));
     xr["status"] =
         json!({"phase": "Running", "vmId": 104, "node": "pve1", "ipAddresses": ["10.0.1.10"]});
-    request(&xr, vec![("user-data", snippet), ("vm", vm)])
+    let mut observed = snippets;
+    observed.push(("vm", vm));
+    request(&xr, observed)
 }
 
 struct Figures {

@@ -1,8 +1,13 @@
-//! Backend `bpg`: provider-proxmox-bpg's `EnvironmentFile` (the cloud-init
-//! user-data snippet) and `EnvironmentVM` (the clone of the NixOS template).
+//! Backend `bpg`: provider-proxmox-bpg's `EnvironmentFile`s (the cloud-init
+//! snippets: user-data, meta-data and, for a static network,
+//! network-config) and `EnvironmentVM` (the clone of the NixOS template).
 //!
-//! The order matters: Proxmox must hold the snippet before the VM that
-//! names it is created, so the VM is composed only once the snippet is
+//! All three of Fabric's files are uploaded because Proxmox writes its own
+//! meta-data (an instance-id hashed from user-data and network) and
+//! network-config for every `cicustom` part left unset.
+//!
+//! The order matters: Proxmox must hold the snippets before the VM that
+//! names them is created, so the VM is composed only once every snippet is
 //! observed Ready with its volume id. Once the VM exists it is composed on
 //! every call, whatever the snippet does: desired state left out is deleted.
 //!
@@ -17,10 +22,23 @@ use crate::observed::{as_u32, guest_addresses, Observed};
 use crate::plan::{Plan, Scope};
 use crate::{Composed, Desired};
 
-/// Composition name of the snippet.
+/// Composition name of the user-data snippet.
 pub const SNIPPET: &str = "user-data";
+/// Composition name of the meta-data snippet.
+pub const META_DATA: &str = "meta-data";
+/// Composition name of the network-config snippet (static networks only).
+pub const NETWORK_CONFIG: &str = "network-config";
 /// Composition name of the VM.
 pub const VM: &str = "vm";
+
+/// `initialization[0]` field of the VM that names each snippet.
+fn file_id_field(snippet: &str) -> &'static str {
+    match snippet {
+        SNIPPET => "userDataFileId",
+        META_DATA => "metaDataFileId",
+        _ => "networkDataFileId",
+    }
+}
 
 /// `apiVersion` of EnvironmentFile for the scope.
 pub fn file_api_version(scope: Scope) -> &'static str {
@@ -38,65 +56,102 @@ pub fn vm_api_version(scope: Scope) -> &'static str {
     }
 }
 
-/// Composes the snippet, and the VM once the snippet is in Proxmox.
+/// Composes the snippets, and the VM once every snippet is in Proxmox.
 pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
-    let snippet = observed.get(SNIPPET);
     let vm = observed.get(VM);
-    let snippet_ready = snippet.is_some_and(|s| s.ready);
-    let reported_id = snippet
-        .and_then(|s| s.at_provider("/id"))
-        .and_then(|v| v.as_str().map(str::to_string))
-        .filter(|id| !id.is_empty());
+    let mut resources = Vec::new();
+    // Volume ids of the snippets the provider reports Ready, by VM field.
+    let mut uploaded: Vec<(&'static str, String)> = Vec::new();
+    let mut waiting: Option<String> = None;
+    let mut user_data_reported = None;
+    for (name, file_name, content) in plan.snippet_files() {
+        let snippet = observed.get(name);
+        let ready = snippet.is_some_and(|s| s.ready);
+        let reported = snippet
+            .and_then(|s| s.at_provider("/id"))
+            .and_then(|v| v.as_str().map(str::to_string))
+            .filter(|id| !id.is_empty());
+        if name == SNIPPET {
+            user_data_reported.clone_from(&reported);
+        }
+        match (snippet, ready, reported) {
+            (Some(_), true, Some(id)) => uploaded.push((file_id_field(name), id)),
+            (None, _, _) => {
+                waiting.get_or_insert_with(|| {
+                    format!(
+                        "uploading the cloud-init snippet {file_name} to {} on node {}",
+                        plan.snippet_datastore, plan.node
+                    )
+                });
+            }
+            (Some(_), false, _) => {
+                waiting.get_or_insert_with(|| {
+                    format!(
+                        "waiting for the cloud-init snippet {file_name} to be Ready on node {}",
+                        plan.node
+                    )
+                });
+            }
+            (Some(_), true, None) => {
+                waiting.get_or_insert_with(|| {
+                    format!(
+                        "the cloud-init snippet {file_name} is Ready but the provider has not reported its volume id yet"
+                    )
+                });
+            }
+        }
+        resources.push(Desired {
+            name,
+            object: snippet_object(plan, &file_name, content),
+            ready,
+        });
+    }
 
-    let mut resources = vec![Desired {
-        name: SNIPPET,
-        object: snippet_object(plan),
-        ready: snippet_ready,
-    }];
-
-    // The VM keeps the file id it was created with: it is create-time only,
-    // and a VM that exists must stay in desired state even if the snippet
-    // is momentarily not Ready.
-    let created_with = vm
-        .and_then(|v| v.field("/spec/initProvider/initialization/0/userDataFileId"))
-        .and_then(|v| v.as_str().map(str::to_string));
-    let file_id = match (&created_with, snippet_ready, &reported_id) {
-        (Some(id), _, _) => Some(id.clone()),
-        (None, true, Some(id)) => Some(id.clone()),
-        (None, _, _) if vm.is_some() => Some(plan.expected_file_id()),
-        _ => None,
+    // A VM keeps the file ids it was created with: they are create-time
+    // only, and a VM that exists must stay in desired state even if a
+    // snippet is momentarily not Ready. One created before Fabric uploaded
+    // meta-data and network-config keeps reading Proxmox's own.
+    let file_ids: Vec<(&'static str, String)> = match vm {
+        Some(v) => {
+            let created = |field: &str| {
+                v.field(&format!("/spec/initProvider/initialization/0/{field}"))
+                    .and_then(|v| v.as_str().map(str::to_string))
+            };
+            let user = created("userDataFileId")
+                .or_else(|| user_data_reported.clone())
+                .unwrap_or_else(|| plan.expected_file_id());
+            let mut ids = vec![("userDataFileId", user)];
+            for field in ["metaDataFileId", "networkDataFileId"] {
+                if let Some(id) = created(field) {
+                    ids.push((field, id));
+                }
+            }
+            ids
+        }
+        None => match waiting {
+            None => uploaded,
+            Some(message) => {
+                return Composed {
+                    resources,
+                    phase: Phase::WaitingForSnippet,
+                    vm_ready: false,
+                    vm_id: None,
+                    ip_addresses: Vec::new(),
+                    user_data_file_id: user_data_reported,
+                    message,
+                };
+            }
+        },
     };
-
-    let Some(file_id) = file_id else {
-        let message = match (snippet, snippet_ready) {
-            (None, _) => format!(
-                "uploading the cloud-init snippet {} to {} on node {}",
-                plan.file_name, plan.snippet_datastore, plan.node
-            ),
-            (Some(_), false) => format!(
-                "waiting for the cloud-init snippet {} to be Ready on node {}",
-                plan.file_name, plan.node
-            ),
-            (Some(_), true) => format!(
-                "the cloud-init snippet {} is Ready but the provider has not reported its volume id yet",
-                plan.file_name
-            ),
-        };
-        return Composed {
-            resources,
-            phase: Phase::WaitingForSnippet,
-            vm_ready: false,
-            vm_id: None,
-            ip_addresses: Vec::new(),
-            user_data_file_id: reported_id,
-            message,
-        };
-    };
+    let user_data_file_id = file_ids
+        .iter()
+        .find(|(field, _)| *field == "userDataFileId")
+        .map(|(_, id)| id.clone());
 
     let vm_ready = vm.is_some_and(|v| v.ready);
     resources.push(Desired {
         name: VM,
-        object: vm_object(plan, &file_id),
+        object: vm_object(plan, &file_ids),
         ready: vm_ready,
     });
     let vm_id = vm.and_then(|v| {
@@ -129,7 +184,7 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
         vm_ready,
         vm_id,
         ip_addresses,
-        user_data_file_id: Some(file_id),
+        user_data_file_id,
         message,
     }
 }
@@ -153,8 +208,8 @@ fn text(s: &str) -> Json {
     Json::String(s.to_string())
 }
 
-/// The EnvironmentFile holding the user-data snippet.
-pub fn snippet_object(plan: &Plan) -> Json {
+/// The EnvironmentFile holding one cloud-init file as a snippet.
+pub fn snippet_object(plan: &Plan, file_name: &str, content: &str) -> Json {
     obj([
         ("apiVersion", text(file_api_version(plan.scope))),
         ("kind", text("EnvironmentFile")),
@@ -175,8 +230,8 @@ pub fn snippet_object(plan: &Plan) -> Json {
                     obj([(
                         "sourceRaw",
                         list(obj([
-                            ("data", text(&plan.user_data)),
-                            ("fileName", text(&plan.file_name)),
+                            ("data", text(content)),
+                            ("fileName", text(file_name)),
                         ])),
                     )]),
                 ),
@@ -185,8 +240,9 @@ pub fn snippet_object(plan: &Plan) -> Json {
     ])
 }
 
-/// The EnvironmentVM cloned from the template, reading `file_id` as user-data.
-pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
+/// The EnvironmentVM cloned from the template, reading the snippets named
+/// by `file_ids` (`initialization[0]` field, volume id).
+pub fn vm_object(plan: &Plan, file_ids: &[(&str, String)]) -> Json {
     let mut nic = Map::new();
     nic.insert("bridge".into(), text(&plan.bridge));
     nic.insert("model".into(), text("virtio"));
@@ -199,10 +255,18 @@ pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
 
     let mut init = Map::new();
     init.insert("datastoreId".into(), text(&plan.storage));
-    init.insert("userDataFileId".into(), text(file_id));
-    init.insert("ipConfig".into(), list(ip_config(plan)));
-    if let Some(dns) = dns(plan) {
-        init.insert("dns".into(), list(dns));
+    for (field, id) in file_ids {
+        init.insert((*field).into(), text(id));
+    }
+    // bpg documents networkDataFileId as conflicting with ipConfig, and
+    // Proxmox reads no ipconfig0 once cicustom names a network file:
+    // Fabric's network-config carries addresses, routes and DNS. Without
+    // one (DHCP), Proxmox writes a network-config from these.
+    if !init.contains_key("networkDataFileId") {
+        init.insert("ipConfig".into(), list(ip_config(plan)));
+        if let Some(dns) = dns(plan) {
+            init.insert("dns".into(), list(dns));
+        }
     }
 
     let tags = Json::Array(plan.tags.iter().map(|t| text(t)).collect());
@@ -238,7 +302,9 @@ pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
                         (
                             "disk",
                             list(obj([
-                                ("interface", text("scsi0")),
+                                // The template's own boot disk: a slot the
+                                // clone lacks would get a new, empty disk.
+                                ("interface", text(&plan.boot_disk)),
                                 ("datastoreId", text(&plan.storage)),
                                 ("size", Json::from(plan.disk_gib)),
                             ])),

@@ -39,9 +39,9 @@ pub struct InputSpec {
     #[serde(default)]
     pub proxmox: ProxmoxDefaults,
 
-    /// Template VM ids by Machine spec.image, e.g. nixos-template: 9000.
+    /// Template VMs by Machine spec.image, e.g. nixos-template: {vmId: 9000}.
     #[serde(default)]
-    pub templates: BTreeMap<String, TemplateId>,
+    pub templates: BTreeMap<String, Template>,
 
     /// First-boot bootstrap settings.
     #[serde(default)]
@@ -162,6 +162,75 @@ fn default_snippet_datastore() -> String {
 #[serde(transparent)]
 pub struct TemplateId(#[schemars(range(min = 100, max = 999_999_999))] pub u32);
 
+/// A template VM a Machine's spec.image names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Template {
+    /// Proxmox VM id of the template.
+    pub vm_id: TemplateId,
+    /// The disk the template boots from, as Proxmox names it. The
+    /// Machine's spec.disk.size resizes this disk; a name the template does
+    /// not have would get a new, empty disk instead. Fabric's own template
+    /// (nixpkgs proxmox-image.nix) boots from virtio0.
+    #[serde(default = "default_boot_disk")]
+    pub boot_disk: DiskInterface,
+}
+
+impl Template {
+    /// A template that boots from the default disk, as Fabric's own does.
+    pub fn new(vm_id: u32) -> Self {
+        Self {
+            vm_id: TemplateId(vm_id),
+            boot_disk: default_boot_disk(),
+        }
+    }
+}
+
+/// The disk Fabric's own template boots from: nixpkgs' proxmox-image.nix
+/// writes its only disk as `drive-virtio0` into the VMA.
+pub const DEFAULT_BOOT_DISK: &str = "virtio0";
+
+fn default_boot_disk() -> DiskInterface {
+    DiskInterface(DEFAULT_BOOT_DISK.into())
+}
+
+/// A Proxmox VM disk slot: `virtio0`-`virtio15`, `scsi0`-`scsi30`,
+/// `sata0`-`sata5` or `ide0`-`ide3` (qemu-server's limits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DiskInterface(pub String);
+
+impl DiskInterface {
+    /// Every slot name qemu-server accepts for a disk.
+    pub fn all() -> Vec<String> {
+        [("virtio", 16), ("scsi", 31), ("sata", 6), ("ide", 4)]
+            .into_iter()
+            .flat_map(|(bus, n)| (0..n).map(move |i| format!("{bus}{i}")))
+            .collect()
+    }
+
+    /// The slot name, e.g. `virtio0`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+// An enum rather than a pattern: the Input's checker and the CRD both
+// enforce it, and a typo gets a "did you mean".
+impl JsonSchema for DiskInterface {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DiskInterface".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "enum": DiskInterface::all()})
+    }
+}
+
 /// First-boot bootstrap settings.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -208,6 +277,7 @@ pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
         &root,
         &mut diags,
     );
+    explain_bare_template_ids(value, &mut diags);
     if !diags.is_empty() {
         return Err(diags);
     }
@@ -220,6 +290,24 @@ pub fn parse(input: Option<&Json>) -> Result<InputSpec, Vec<Diagnostic>> {
                 .hint("see package/input for the Input's fields"),
         ]
     })
+}
+
+/// Before templates said which disk they boot from, an entry was the bare
+/// VM id (`nixos-template: 9000`). Say how to write it now.
+fn explain_bare_template_ids(value: &Json, diags: &mut [Diagnostic]) {
+    let Some(templates) = value.get("templates").and_then(Json::as_object) else {
+        return;
+    };
+    for (name, entry) in templates {
+        let Some(id) = entry.as_u64() else { continue };
+        let path = format!("input.templates.{name}");
+        for d in diags.iter_mut().filter(|d| d.path == path) {
+            d.message = format!("{id} is a bare VM id; a template is now a mapping");
+            d.hint = Some(format!(
+                "write {name}: {{vmId: {id}}} (bootDisk defaults to {DEFAULT_BOOT_DISK}, the disk Fabric's template boots from)"
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -241,15 +329,19 @@ mod tests {
             "backend": "terraform",
             "providerConfigRef": {"kind": "ProviderConfig", "name": "lab"},
             "proxmox": {"node": "pve1", "storage": "local-zfs", "bridge": "vmbr0", "snippetDatastore": "local"},
-            "templates": {"nixos-template": 9000},
+            "templates": {"nixos-template": {"vmId": 9000}, "other": {"vmId": 9001, "bootDisk": "scsi0"}},
             "bootstrap": {"fabricFlake": "github:kubelize/fabric"},
         });
         let spec = parse(Some(&input)).map_err(|d| format!("{d:?}"));
         let spec = spec.as_ref().map_err(String::as_str);
         assert_eq!(spec.map(|s| s.backend), Ok(Backend::Terraform));
         assert_eq!(
-            spec.map(|s| s.templates.get("nixos-template").copied()),
-            Ok(Some(TemplateId(9000)))
+            spec.map(|s| s.templates.get("nixos-template").cloned()),
+            Ok(Some(Template::new(9000)))
+        );
+        assert_eq!(
+            spec.map(|s| s.templates["other"].boot_disk.as_str()),
+            Ok("scsi0")
         );
         assert_eq!(
             spec.map(|s| s.provider_config_ref.kind),
@@ -278,7 +370,7 @@ mod tests {
             "apiVersion": API_VERSION, "kind": KIND,
             "backend": "terrafrom",
             "proxmox": {"snipetDatastore": "local"},
-            "templates": {"nixos-template": 12},
+            "templates": {"nixos-template": {"vmId": 12}, "b": {"vmId": 9000, "bootDisk": "virtoi0"}, "c": 9000},
         });
         let m = messages(parse(Some(&input)));
         assert!(
@@ -295,7 +387,19 @@ mod tests {
         );
         assert!(
             m.iter()
-                .any(|m| m.starts_with("input.templates.nixos-template: 12 is out of range")),
+                .any(|m| m.starts_with("input.templates.nixos-template.vmId: 12 is out of range")),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|m| m.starts_with(
+                "input.templates.b.bootDisk: virtoi0 is not a known value (did you mean virtio0?"
+            )),
+            "{m:?}"
+        );
+        assert!(
+            m.iter().any(|m| m.starts_with(
+                "input.templates.c: 9000 is a bare VM id; a template is now a mapping (write c: {vmId: 9000}"
+            )),
             "{m:?}"
         );
     }

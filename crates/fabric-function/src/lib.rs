@@ -124,7 +124,13 @@ pub struct Composed {
 }
 
 /// Composition names Fabric owns, across backends.
-pub const OWNED: [&str; 3] = [bpg::SNIPPET, bpg::VM, terraform::WORKSPACE];
+pub const OWNED: [&str; 5] = [
+    bpg::SNIPPET,
+    bpg::META_DATA,
+    bpg::NETWORK_CONFIG,
+    bpg::VM,
+    terraform::WORKSPACE,
+];
 
 /// Runs the function on one request. Never panics on any input; every
 /// failure is a Fatal result naming the field path.
@@ -387,7 +393,7 @@ fn into_pb(v: Json) -> pbjson_types::Value {
     pbjson_types::Value { kind: Some(kind) }
 }
 
-/// Renders the user-data and resolves the plan: the expensive part of a call.
+/// Renders the cloud-init files and resolves the plan: the expensive part of a call.
 fn make_plan(
     machine: &Machine,
     xr: &Json,
@@ -401,15 +407,16 @@ fn make_plan(
             .clone()
             .unwrap_or_else(|| fabric_cloudinit::DEFAULT_FABRIC_FLAKE.to_string()),
     };
-    let user_data =
-        fabric_cloudinit::render_user_data(machine, secret_keys, &opts).map_err(|e| {
-            let path = match e {
-                fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
-                _ => "spec.bootstrap",
-            };
-            Failure(vec![Diagnostic::error(path, None, e.to_string())])
-        })?;
-    Plan::new(machine, xr.get("spec"), input, user_data)
+    // All three files: Proxmox writes its own meta-data and network-config
+    // for any cicustom part left unset, so Fabric's are uploaded too.
+    let files = fabric_cloudinit::render(machine, secret_keys, &opts).map_err(|e| {
+        let path = match e {
+            fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
+            _ => "spec.bootstrap",
+        };
+        Failure(vec![Diagnostic::error(path, None, e.to_string())])
+    })?;
+    Plan::new(machine, xr.get("spec"), input, files)
 }
 
 /// Writes the XR status and conditions (state, on every call) and results

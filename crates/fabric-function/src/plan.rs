@@ -42,6 +42,9 @@ pub struct Plan {
     pub snippet_datastore: String,
     /// The template VM to clone.
     pub template_vm_id: u32,
+    /// The template's boot disk (`virtio0`), which the machine's disk size
+    /// resizes.
+    pub boot_disk: String,
     /// Cores per socket.
     pub cores: u32,
     /// Sockets.
@@ -63,6 +66,12 @@ pub struct Plan {
     pub tags: Vec<String>,
     /// The user-data `fabric render` prints for this machine.
     pub user_data: String,
+    /// The meta-data `fabric render --out` writes: Fabric's instance-id and
+    /// local-hostname. Uploaded too, or Proxmox would write its own.
+    pub meta_data: String,
+    /// The network-config `fabric render --out` writes, for a static
+    /// network; `None` with DHCP.
+    pub network_config: Option<String>,
     /// Snippet file name: stable for the machine, unique between machines.
     pub file_name: String,
     /// cloud-init instance-id.
@@ -87,7 +96,7 @@ impl Plan {
         machine: &Machine,
         raw_spec: Option<&Json>,
         input: &InputSpec,
-        user_data: String,
+        files: fabric_cloudinit::Seed,
     ) -> Result<Plan, Failure> {
         let written = |field: &str| {
             raw_spec
@@ -115,12 +124,12 @@ impl Plan {
             (Some(b), false) => b.clone(),
             _ => machine.proxmox.bridge.clone(),
         };
-        let template_vm_id = match input.templates.get(&machine.image) {
-            Some(id) => id.0,
+        let (template_vm_id, boot_disk) = match input.templates.get(&machine.image) {
+            Some(t) => (t.vm_id.0, t.boot_disk.as_str().to_string()),
             None => {
                 let known: Vec<&str> = input.templates.keys().map(String::as_str).collect();
                 let hint = if known.is_empty() {
-                    "the function input lists no templates; add templates: {<image>: <template VM id>}".to_string()
+                    "the function input lists no templates; add templates: {<image>: {vmId: <template VM id>}}".to_string()
                 } else {
                     match fabric_model::schema::closest(&machine.image, known.iter().copied()) {
                         Some(n) => format!("did you mean {n}? known images: {}", known.join(", ")),
@@ -135,7 +144,7 @@ impl Plan {
                     )
                     .hint(hint),
                 );
-                0
+                (0, String::new())
             }
         };
         if !problems.is_empty() {
@@ -178,6 +187,7 @@ impl Plan {
             mac: machine.network.mac.as_ref().map(|m| m.to_upper()),
             snippet_datastore: input.proxmox.snippet_datastore.clone(),
             template_vm_id,
+            boot_disk,
             cores: machine.cores,
             sockets: machine.sockets,
             memory_mib: machine.memory_mib,
@@ -187,7 +197,9 @@ impl Plan {
             dns: net.dns.iter().map(ToString::to_string).collect(),
             search_domains: net.search_domains.clone(),
             tags,
-            user_data,
+            user_data: files.user_data,
+            meta_data: files.meta_data,
+            network_config: files.network_config,
             file_name: format!("{instance_id}.user-data.yaml"),
             instance_id,
         })
@@ -208,7 +220,34 @@ impl Plan {
     /// The snippet's Proxmox volume id, as the provider reports it once
     /// uploaded (`<datastore>:snippets/<file>`).
     pub fn expected_file_id(&self) -> String {
-        format!("{}:snippets/{}", self.snippet_datastore, self.file_name)
+        self.volume_id(&self.file_name)
+    }
+
+    /// The volume id of a snippet file of this machine's datastore.
+    pub fn volume_id(&self, file_name: &str) -> String {
+        format!("{}:snippets/{file_name}", self.snippet_datastore)
+    }
+
+    /// The cloud-init files uploaded as snippets, by composition name:
+    /// (name, file name, content). user-data first; network-config only
+    /// for a static network.
+    pub fn snippet_files(&self) -> Vec<(&'static str, String, &str)> {
+        let mut files = vec![
+            ("user-data", self.file_name.clone(), self.user_data.as_str()),
+            (
+                "meta-data",
+                format!("{}.meta-data.yaml", self.instance_id),
+                self.meta_data.as_str(),
+            ),
+        ];
+        if let Some(n) = &self.network_config {
+            files.push((
+                "network-config",
+                format!("{}.network-config.yaml", self.instance_id),
+                n.as_str(),
+            ));
+        }
+        files
     }
 
     /// Text for the VM's Proxmox description.

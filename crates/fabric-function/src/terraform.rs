@@ -1,5 +1,5 @@
 //! Backend `terraform`: one provider-terraform `Workspace` whose inline
-//! module declares the bpg Terraform provider's snippet file and VM, with
+//! module declares the bpg Terraform provider's snippet files and VM, with
 //! the same content as backend `bpg`.
 //!
 //! The module is JSON (`inlineFormat: JSON`), built as a value and
@@ -148,14 +148,44 @@ pub fn module(plan: &Plan) -> Json {
     if let Some((a, gw)) = &plan.ipv6 {
         ip_config.insert("ipv6".into(), addr(a, gw));
     }
+    // One file resource per cloud-init file, as backend bpg uploads them;
+    // Proxmox would write its own meta-data and network-config otherwise.
+    let mut files = Map::new();
     let mut init = Map::new();
     init.insert("datastore_id".into(), json!("${var.datastore_id}"));
-    init.insert(
-        "user_data_file_id".into(),
-        json!("${proxmox_virtual_environment_file.user_data.id}"),
-    );
-    init.insert("ip_config".into(), Json::Object(ip_config));
-    if !plan.dns.is_empty() || !plan.search_domains.is_empty() {
+    for (name, file_name, content) in plan.snippet_files() {
+        let resource = name.replace('-', "_");
+        files.insert(
+            resource.clone(),
+            json!({
+                "content_type": "snippets",
+                "datastore_id": "${var.snippet_datastore_id}",
+                "node_name": "${var.node_name}",
+                "source_raw": {
+                    "data": escape_template(content),
+                    "file_name": escape_template(&file_name),
+                },
+                "lifecycle": {"ignore_changes": ["source_raw"]},
+            }),
+        );
+        let field = match name {
+            "user-data" => "user_data_file_id",
+            "meta-data" => "meta_data_file_id",
+            _ => "network_data_file_id",
+        };
+        init.insert(
+            field.into(),
+            json!(format!(
+                "${{proxmox_virtual_environment_file.{resource}.id}}"
+            )),
+        );
+    }
+    // With Fabric's network-config, Proxmox reads no ipconfig0 (and bpg
+    // documents the two as conflicting).
+    if plan.network_config.is_none() {
+        init.insert("ip_config".into(), Json::Object(ip_config));
+    }
+    if plan.network_config.is_none() && (!plan.dns.is_empty() || !plan.search_domains.is_empty()) {
         let mut dns = Map::new();
         if !plan.dns.is_empty() {
             dns.insert("servers".into(), json!(plan.dns));
@@ -174,18 +204,7 @@ pub fn module(plan: &Plan) -> Json {
         },
         "variable": variables,
         "resource": {
-            "proxmox_virtual_environment_file": {
-                "user_data": {
-                    "content_type": "snippets",
-                    "datastore_id": "${var.snippet_datastore_id}",
-                    "node_name": "${var.node_name}",
-                    "source_raw": {
-                        "data": escape_template(&plan.user_data),
-                        "file_name": escape_template(&plan.file_name),
-                    },
-                    "lifecycle": {"ignore_changes": ["source_raw"]},
-                },
-            },
+            "proxmox_virtual_environment_file": files,
             "proxmox_virtual_environment_vm": {
                 "machine": {
                     "name": "${var.vm_name}",
@@ -204,7 +223,9 @@ pub fn module(plan: &Plan) -> Json {
                     "cpu": {"cores": "${var.cores}", "sockets": "${var.sockets}"},
                     "memory": {"dedicated": "${var.memory_mib}"},
                     "disk": {
-                        "interface": "scsi0",
+                        // The template's own boot disk: a slot the clone
+                        // lacks would get a new, empty disk.
+                        "interface": plan.boot_disk,
                         "datastore_id": "${var.datastore_id}",
                         "size": "${var.disk_gib}",
                     },

@@ -34,8 +34,12 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
 
     // 1. Nothing exists: only the snippet, holding exactly fabric render's user-data.
     let rsp = run(&request(&xr, Some(&input), &[]));
+    let first = rsp.clone();
     assert_eq!(fatal(&rsp), None);
-    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data"]
+    );
     let snippet = desired(&rsp, bpg::SNIPPET).unwrap_or_default();
     assert_eq!(
         snippet["apiVersion"],
@@ -78,9 +82,12 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     let rsp = run(&request(
         &xr,
         Some(&input),
-        &[(bpg::SNIPPET, observed_creating(&snippet))],
+        &with_snippets(&first, &[(bpg::SNIPPET, observed_creating(&snippet))]),
     ));
-    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data"]
+    );
     assert!(rsp.results.is_empty(), "nothing changed: {:?}", rsp.results);
     assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
 
@@ -90,9 +97,12 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     let rsp = run(&request(
         &xr,
         Some(&input),
-        &[(bpg::SNIPPET, snippet_ready.clone())],
+        &with_snippets(&first, &[(bpg::SNIPPET, snippet_ready.clone())]),
     ));
-    assert_eq!(names(&rsp), vec!["user-data", "vm"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data", "vm"]
+    );
     assert_eq!(desired_ready(&rsp, bpg::SNIPPET), Some(Ready::True as i32));
     assert_eq!(desired_ready(&rsp, bpg::VM), Some(Ready::False as i32));
     let vm = desired(&rsp, bpg::VM).unwrap_or_default();
@@ -117,10 +127,13 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     let rsp = run(&request(
         &xr,
         Some(&input),
-        &[
-            (bpg::SNIPPET, snippet_ready.clone()),
-            (bpg::VM, vm_ready.clone()),
-        ],
+        &with_snippets(
+            &first,
+            &[
+                (bpg::SNIPPET, snippet_ready.clone()),
+                (bpg::VM, vm_ready.clone()),
+            ],
+        ),
     ));
     assert_eq!(desired_ready(&rsp, bpg::VM), Some(Ready::True as i32));
     assert_eq!(
@@ -155,7 +168,10 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
             (bpg::VM, vm_ready),
         ],
     ));
-    assert_eq!(names(&rsp), vec!["user-data", "vm"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data", "vm"]
+    );
     let vm_again = desired(&rsp, bpg::VM).unwrap_or_default();
     assert_eq!(
         vm_again["spec"]["initProvider"]["initialization"][0]["userDataFileId"],
@@ -171,9 +187,15 @@ fn a_ready_snippet_without_an_id_keeps_the_xr_not_ready() {
     let rsp = run(&request(
         &xr,
         Some(&input("bpg")),
-        &[(bpg::SNIPPET, observed_ready(&snippet, json!({})))],
+        &with_snippets(
+            &first,
+            &[(bpg::SNIPPET, observed_ready(&snippet, json!({})))],
+        ),
     ));
-    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data"]
+    );
     assert_eq!(xr_ready(&rsp), Some(Ready::False as i32));
     assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
 }
@@ -186,10 +208,13 @@ fn the_vm_carries_size_network_placement_and_create_time_fields_in_init_provider
     let rsp = run(&request(
         &xr,
         Some(&input("bpg")),
-        &[(
-            bpg::SNIPPET,
-            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-        )],
+        &with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+            )],
+        ),
     ));
     let vm = desired(&rsp, bpg::VM).unwrap_or_default();
     assert_eq!(
@@ -219,15 +244,41 @@ fn the_vm_carries_size_network_placement_and_create_time_fields_in_init_provider
     assert!(fp.get("clone").is_none() && fp.get("initialization").is_none());
     assert_eq!(ip["clone"][0]["vmId"], json!(9000));
     let init = &ip["initialization"][0];
-    assert_eq!(
-        init["ipConfig"],
-        json!([{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}])
+    // Fabric's own meta-data and network-config, not Proxmox's: the
+    // network-config carries addresses, routes and DNS, so neither ipConfig
+    // nor dns is set (bpg documents them as conflicting).
+    let machine = fabric_model::Machine::from_json(&xr).unwrap_or_else(|d| panic!("{d:?}"));
+    for (name, field, content) in [
+        (
+            bpg::META_DATA,
+            "metaDataFileId",
+            fabric_cloudinit::render_meta_data(&machine).ok(),
+        ),
+        (
+            bpg::NETWORK_CONFIG,
+            "networkDataFileId",
+            fabric_cloudinit::render_network_config(&machine)
+                .ok()
+                .flatten(),
+        ),
+    ] {
+        let file = desired(&first, name).unwrap_or_default();
+        let source = &file["spec"]["initProvider"]["sourceRaw"][0];
+        assert_eq!(source["data"].as_str(), content.as_deref(), "{name}");
+        assert_eq!(
+            init[field],
+            json!(format!(
+                "local:snippets/{}",
+                source["fileName"].as_str().unwrap_or_default()
+            )),
+            "{field}"
+        );
+    }
+    assert!(
+        init.get("ipConfig").is_none() && init.get("dns").is_none(),
+        "{init}"
     );
-    assert_eq!(
-        init["dns"],
-        json!([{"servers": ["1.1.1.1", "8.8.8.8"], "domain": "lab.example.org"}])
-    );
-    assert!(init.get("userAccount").is_none() && init.get("networkDataFileId").is_none());
+    assert!(init.get("userAccount").is_none());
 }
 
 #[test]
@@ -239,16 +290,21 @@ fn a_dhcp_machine_asks_proxmox_for_dhcp() {
     let rsp = run(&request(
         &xr,
         Some(&input("bpg")),
-        &[(
-            bpg::SNIPPET,
-            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-        )],
+        &with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+            )],
+        ),
     ));
     let vm = desired(&rsp, bpg::VM).unwrap_or_default();
-    assert_eq!(
-        vm["spec"]["initProvider"]["initialization"][0]["ipConfig"],
-        json!([{"ipv4": [{"address": "dhcp"}]}])
-    );
+    // No network-config of Fabric's: Proxmox's asks for DHCP on net0.
+    assert_eq!(names(&first), vec!["meta-data", "user-data"]);
+    let init = &vm["spec"]["initProvider"]["initialization"][0];
+    assert_eq!(init["ipConfig"], json!([{"ipv4": [{"address": "dhcp"}]}]));
+    assert!(init.get("networkDataFileId").is_none(), "{init}");
+    assert!(init["metaDataFileId"].is_string(), "{init}");
 }
 
 #[test]
@@ -264,10 +320,13 @@ fn the_machine_spec_wins_over_input_defaults_and_input_defaults_fill_the_rest() 
     let rsp = run(&request(
         &xr,
         Some(&inp),
-        &[(
-            bpg::SNIPPET,
-            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-        )],
+        &with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+            )],
+        ),
     ));
     let vm = desired(&rsp, bpg::VM).unwrap_or_default();
     assert_eq!(
@@ -306,10 +365,22 @@ fn terraform_composes_one_inline_json_workspace_with_the_same_content() {
         vm["initialization"]["user_data_file_id"],
         "${proxmox_virtual_environment_file.user_data.id}"
     );
-    assert_eq!(
-        vm["initialization"]["ip_config"]["ipv4"]["address"],
-        "10.0.1.10/24"
-    );
+    for (resource, field) in [
+        ("meta_data", "meta_data_file_id"),
+        ("network_config", "network_data_file_id"),
+    ] {
+        assert_eq!(
+            vm["initialization"][field],
+            json!(format!(
+                "${{proxmox_virtual_environment_file.{resource}.id}}"
+            ))
+        );
+        assert_eq!(
+            module["resource"]["proxmox_virtual_environment_file"][resource]["content_type"],
+            "snippets"
+        );
+    }
+    assert!(vm["initialization"].get("ip_config").is_none());
     assert_eq!(vm["network_device"]["vlan_id"], json!(20));
     assert_eq!(
         vm["lifecycle"]["ignore_changes"],
@@ -376,10 +447,13 @@ fn a_legacy_xmachine_composes_cluster_scoped_kinds() {
     let rsp = run(&request(
         &xr,
         Some(&input("bpg")),
-        &[(
-            bpg::SNIPPET,
-            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-        )],
+        &with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+            )],
+        ),
     ));
     let vm = desired(&rsp, bpg::VM).unwrap_or_default();
     assert_eq!(
@@ -457,7 +531,10 @@ fn the_secret_flow_asks_reads_only_the_own_namespace_and_composes_after() {
         &[foreign, own],
     ));
     assert_eq!(fatal(&rsp), None);
-    assert_eq!(names(&rsp), vec!["user-data"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["meta-data", "network-config", "user-data"]
+    );
     let data = desired(&rsp, bpg::SNIPPET).unwrap_or_default()["spec"]["initProvider"]["sourceRaw"]
         [0]["data"]
         .clone();
@@ -633,7 +710,10 @@ fn other_steps_desired_resources_pass_through() {
         },
     );
     let rsp = run(&req);
-    assert_eq!(names(&rsp), vec!["dashboard", "user-data"]);
+    assert_eq!(
+        names(&rsp),
+        vec!["dashboard", "meta-data", "network-config", "user-data"]
+    );
     assert_eq!(desired(&rsp, "dashboard"), Some(other));
 }
 
@@ -706,7 +786,7 @@ fn no_key_material_reaches_the_logs() {
             }
         }
     });
-    assert_eq!(composed, 1, "the good Secret composed the snippet");
+    assert_eq!(composed, 3, "the good Secret composed the snippets");
     assert!(
         logs.contains("composed") && logs.contains("ignored required resources"),
         "{logs}"
@@ -721,15 +801,21 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
     use fabric_function::run_uncached;
     let xr = machine_with_secret();
     let own = |line: &str| secret("team-a", "admin-keys", line);
-    let snippet_ready = {
+    let snippets_ready = {
         let first = run_uncached(&with_required(
             request(&xr, Some(&input("bpg")), &[]),
             keys::REQUIREMENT,
             &[own(&secret_key_line())],
         ));
-        observed_ready(
-            &desired(&first, bpg::SNIPPET).unwrap_or_default(),
-            json!({"id": "local:snippets/x.yaml"}),
+        with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(
+                    &desired(&first, bpg::SNIPPET).unwrap_or_default(),
+                    json!({"id": "local:snippets/x.yaml"}),
+                ),
+            )],
         )
     };
     let requests = [
@@ -739,11 +825,7 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
             &[own(&secret_key_line())],
         ),
         with_required(
-            request(
-                &xr,
-                Some(&input("bpg")),
-                &[(bpg::SNIPPET, snippet_ready.clone())],
-            ),
+            request(&xr, Some(&input("bpg")), &snippets_ready),
             keys::REQUIREMENT,
             &[own(&secret_key_line())],
         ),
@@ -766,10 +848,13 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
     bigger["spec"]["cpu"]["cores"] = json!(6);
     let first = run(&request(&machine(), Some(&input("bpg")), &[]));
     let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
-    let obs = [(
-        bpg::SNIPPET,
-        observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-    )];
+    let obs = with_snippets(
+        &first,
+        &[(
+            bpg::SNIPPET,
+            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+        )],
+    );
     let vm = |rsp: &function_sdk_rust::proto::v1::RunFunctionResponse| {
         desired(rsp, bpg::VM).unwrap_or_default()
     };
@@ -784,7 +869,7 @@ fn the_memo_answers_exactly_as_a_fresh_run_and_sees_every_change() {
         json!(6)
     );
     let mut other_template = input("bpg");
-    other_template["templates"]["nixos-template"] = json!(9100);
+    other_template["templates"]["nixos-template"] = json!({"vmId": 9100});
     assert_eq!(
         vm(&run(&request(&machine(), Some(&other_template), &obs)))["spec"]["initProvider"]
             ["clone"][0]["vmId"],
@@ -833,10 +918,13 @@ fn no_composed_object_has_a_name_and_each_names_the_input_provider_config() {
     let rsp = run(&request(
         &machine(),
         Some(&inp),
-        &[(
-            bpg::SNIPPET,
-            observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
-        )],
+        &with_snippets(
+            &first,
+            &[(
+                bpg::SNIPPET,
+                observed_ready(&snippet, json!({"id": "local:snippets/x.yaml"})),
+            )],
+        ),
     ));
     for name in [bpg::SNIPPET, bpg::VM] {
         let o = desired(&rsp, name).unwrap_or_default();
@@ -894,11 +982,12 @@ fn running_request(secret_keys: bool) -> function_sdk_rust::proto::v1::RunFuncti
         &desired(&first, bpg::SNIPPET).unwrap_or_default(),
         json!({"id": "local:snippets/x.yaml"}),
     );
-    let second = run_uncached(&with_keys(request(
-        &xr,
-        Some(&input("bpg")),
-        &[(bpg::SNIPPET, snippet.clone())],
-    )));
+    let snippets = with_snippets(&first, &[(bpg::SNIPPET, snippet)]);
+    let second = run_uncached(&with_keys(request(&xr, Some(&input("bpg")), &snippets)));
+    assert!(
+        desired(&second, bpg::VM).is_some(),
+        "every snippet is Ready"
+    );
     let vm = observed_ready(
         &desired(&second, bpg::VM).unwrap_or_default(),
         json!({"vmId": 104, "ipv4Addresses": [["127.0.0.1"], ["10.0.1.10"]]}),
@@ -906,11 +995,9 @@ fn running_request(secret_keys: bool) -> function_sdk_rust::proto::v1::RunFuncti
     let mut running = xr;
     running["status"] =
         json!({"phase": "Running", "vmId": 104, "node": "pve1", "ipAddresses": ["10.0.1.10"]});
-    with_keys(request(
-        &running,
-        Some(&input("bpg")),
-        &[(bpg::SNIPPET, snippet), (bpg::VM, vm)],
-    ))
+    let mut observed = snippets;
+    observed.push((bpg::VM, vm));
+    with_keys(request(&running, Some(&input("bpg")), &observed))
 }
 
 #[test]
@@ -1016,7 +1103,7 @@ fn a_remembered_answer_is_exactly_a_fresh_run_and_every_change_is_seen_at_once()
             "input",
             Box::new(|r| {
                 let mut i = input("bpg");
-                i["templates"]["nixos-template"] = json!(9100);
+                i["templates"]["nixos-template"] = json!({"vmId": 9100});
                 r.input = i.as_object().map(json_to_struct);
             }),
         ),
@@ -1276,4 +1363,43 @@ fn the_same_request_bytes_always_get_the_same_answer() {
             assert_eq!(fabric_function::run_uncached(&decode()), first, "{what}");
         }
     }
+}
+
+#[test]
+fn a_vm_created_with_user_data_alone_keeps_reading_proxmoxs_meta_data_and_network() {
+    // Created by an earlier function, which uploaded only user-data: its
+    // cloud-init fields are create-time only, so they stay as they were.
+    let xr = with_phase(machine(), "Running");
+    let first = run(&request(&xr, Some(&input("bpg")), &[]));
+    let snippet = desired(&first, bpg::SNIPPET).unwrap_or_default();
+    let mut old_vm = json!({
+        "apiVersion": "virtualenvironmentvm.proxmoxbpg.m.crossplane.io/v1alpha1",
+        "kind": "EnvironmentVM",
+        "spec": {"initProvider": {"initialization": [{
+            "datastoreId": "local-zfs",
+            "userDataFileId": "local:snippets/old.user-data.yaml",
+            "ipConfig": [{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}],
+        }]}},
+    });
+    old_vm = observed_ready(&old_vm, json!({"vmId": 104}));
+    let rsp = run(&request(
+        &xr,
+        Some(&input("bpg")),
+        &[
+            (bpg::SNIPPET, observed_creating(&snippet)),
+            (bpg::VM, old_vm),
+        ],
+    ));
+    let vm = desired(&rsp, bpg::VM).unwrap_or_default();
+    let init = &vm["spec"]["initProvider"]["initialization"][0];
+    assert_eq!(init["userDataFileId"], "local:snippets/old.user-data.yaml");
+    assert!(
+        init.get("metaDataFileId").is_none() && init.get("networkDataFileId").is_none(),
+        "{init}"
+    );
+    assert_eq!(
+        init["ipConfig"],
+        json!([{"ipv4": [{"address": "10.0.1.10/24", "gateway": "10.0.1.1"}]}])
+    );
+    assert_eq!(xr_status(&rsp)["phase"], "Running");
 }

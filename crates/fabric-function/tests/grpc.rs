@@ -68,7 +68,10 @@ async fn insecure_server_composes_over_grpc_and_serves_health_and_reflection() {
         .unwrap_or_else(|e| panic!("RunFunction: {e}"))
         .into_inner();
     assert_eq!(rsp.meta.as_ref().map(|m| m.tag.as_str()), Some("test"));
-    assert_eq!(names(&rsp), vec![bpg::SNIPPET]);
+    assert_eq!(
+        names(&rsp),
+        vec![bpg::META_DATA, bpg::NETWORK_CONFIG, bpg::SNIPPET]
+    );
     assert_eq!(xr_status(&rsp)["phase"], "WaitingForSnippet");
 
     // An invalid machine over the wire: Fatal, nothing composed.

@@ -68,7 +68,7 @@ pub fn input(backend: &str) -> Json {
         "backend": backend,
         "providerConfigRef": {"kind": "ClusterProviderConfig", "name": "default"},
         "proxmox": {"node": "pve1", "storage": "local-zfs", "bridge": "vmbr0", "snippetDatastore": "local"},
-        "templates": {"nixos-template": 9000},
+        "templates": {"nixos-template": {"vmId": 9000}},
         "bootstrap": {"fabricFlake": "github:kubelize/fabric"},
     })
 }
@@ -216,4 +216,36 @@ pub fn messages(rsp: &RunFunctionResponse) -> String {
 /// The workspace root (for example/, apis/, package/ and ../shared).
 pub fn workspace() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `observed` plus every snippet besides user-data that `first` composed
+/// (meta-data, network-config), observed Ready with the volume id the
+/// provider reports, unless `observed` already has it.
+pub fn with_snippets(
+    first: &RunFunctionResponse,
+    observed: &[(&'static str, Json)],
+) -> Vec<(&'static str, Json)> {
+    let mut all = observed.to_vec();
+    for name in [
+        fabric_function::bpg::META_DATA,
+        fabric_function::bpg::NETWORK_CONFIG,
+    ] {
+        if all.iter().any(|(n, _)| *n == name) {
+            continue;
+        }
+        let Some(d) = desired(first, name) else {
+            continue;
+        };
+        let id = format!(
+            "{}:snippets/{}",
+            d["spec"]["forProvider"]["datastoreId"]
+                .as_str()
+                .unwrap_or_default(),
+            d["spec"]["initProvider"]["sourceRaw"][0]["fileName"]
+                .as_str()
+                .unwrap_or_default()
+        );
+        all.push((name, observed_ready(&d, json!({ "id": id }))));
+    }
+    all
 }

@@ -431,12 +431,12 @@ mod tests {
             .iter()
             .all(|r| r.severity != Severity::Fatal as i32));
         let docs = documents(&out);
-        assert_eq!(docs.len(), 1, "{out}");
-        assert_eq!(docs[0]["kind"], "EnvironmentFile");
-        assert_eq!(
-            docs[0]["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION],
-            "user-data"
-        );
+        let names: Vec<&Json> = docs
+            .iter()
+            .map(|d| &d["metadata"]["annotations"][RESOURCE_NAME_ANNOTATION])
+            .collect();
+        assert_eq!(names, ["meta-data", "network-config", "user-data"], "{out}");
+        assert!(docs.iter().all(|d| d["kind"] == "EnvironmentFile"), "{out}");
 
         let Ok((_, out)) = compose(&args(&["observed/snippet-ready.yaml"], true)) else {
             panic!("example files must read");
@@ -444,7 +444,12 @@ mod tests {
         let kinds: Vec<Json> = documents(&out).iter().map(|d| d["kind"].clone()).collect();
         assert_eq!(
             kinds,
-            vec![json!("EnvironmentFile"), json!("EnvironmentVM")]
+            vec![
+                json!("EnvironmentFile"),
+                json!("EnvironmentFile"),
+                json!("EnvironmentFile"),
+                json!("EnvironmentVM")
+            ]
         );
     }
 

@@ -781,6 +781,9 @@ fn agent_once_failures() {
         &expect_cmd(3, &mut converge(&f, &["agent", "--once"])),
         "busy: ",
     );
+    // Unlock, not just close: a child forked by a test on another thread
+    // may hold a copy of the descriptor (and with it the lock) until it execs.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock).unwrap();
     drop(lock);
     // 143: stopped by SIGTERM during the build.
     f.commit(&Gen::new("v4").held());

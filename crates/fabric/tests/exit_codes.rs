@@ -560,6 +560,15 @@ fn function_metrics_listen_on_the_host_of_the_grpc_address() {
     let port = free_port();
     let grpc: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let metrics: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    // 8080 is one port for the whole machine: another run of this test
+    // suite (a second clone, a CI job beside it) waits for this one.
+    let machine_wide = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("fabric-tests-port-8080.lock"))
+        .unwrap();
+    rustix::fs::flock(&machine_wide, rustix::fs::FlockOperation::LockExclusive).unwrap();
     assert!(
         TcpListener::bind(metrics).is_ok(),
         "this test needs 127.0.0.1:8080 free (the default metrics port)"
@@ -581,6 +590,7 @@ fn function_metrics_listen_on_the_host_of_the_grpc_address() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = terminate(child);
+    rustix::fs::flock(&machine_wide, rustix::fs::FlockOperation::Unlock).unwrap();
     assert_eq!(
         seen,
         BTreeSet::from([grpc, metrics]),

@@ -47,10 +47,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn symlink_atomic(target: &Path, link: &Path) -> std::io::Result<()> {
     let dir = link.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
+    // Unique per call, not per process: two threads replacing the same link
+    // must not remove or rename each other's temporary link.
     let tmp = dir.join(format!(
-        ".{}.fabric-{}",
+        ".{}.fabric-{}-{:08x}",
         link.file_name().and_then(|n| n.to_str()).unwrap_or("link"),
-        std::process::id()
+        std::process::id(),
+        fastrand::u32(..)
     ));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(target, &tmp)?;
@@ -542,7 +545,18 @@ pub fn save(path: &Path, state: &State) -> Result<(), StateError> {
 /// when the process dies, even by `kill -9`).
 #[derive(Debug)]
 pub struct ConvergeLock {
-    _file: File,
+    file: File,
+}
+
+impl Drop for ConvergeLock {
+    /// Unlocks explicitly rather than relying on the close: a `flock`
+    /// belongs to the open file description, and a child forked by another
+    /// thread holds a copy of every descriptor until it execs (`O_CLOEXEC`
+    /// only closes it then). Closing ours alone would leave the lock held
+    /// by that copy, so the next run of this very process found it busy.
+    fn drop(&mut self) {
+        let _ = rustix::fs::flock(&self.file, rustix::fs::FlockOperation::Unlock);
+    }
 }
 
 /// The lock could not be taken.
@@ -588,7 +602,7 @@ impl ConvergeLock {
             Ok(()) => {
                 let _ = file.set_len(0);
                 let _ = writeln!(file, "{}", std::process::id());
-                Ok(Self { _file: file })
+                Ok(Self { file })
             }
             Err(e) if e == rustix::io::Errno::WOULDBLOCK => Err(LockError::Busy {
                 path: path.to_path_buf(),
@@ -631,6 +645,27 @@ mod tests {
         assert_eq!(at.to_string(), "2023-11-14T22:13:30.123Z");
         save(&p, &loaded).unwrap();
         assert_eq!(load(&p).unwrap().unwrap(), loaded);
+    }
+
+    /// Threads of one process replacing the same link each succeed.
+    #[test]
+    fn concurrent_symlink_replacements_do_not_collide() {
+        let d = tempfile::tempdir().unwrap();
+        let link = d.path().join("current-system");
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let link = &link;
+                s.spawn(move || {
+                    for i in 0..300 {
+                        let target = format!("/nix/store/{t}-{i}");
+                        symlink_atomic(Path::new(&target), link).unwrap();
+                    }
+                });
+            }
+        });
+        assert!(std::fs::read_link(&link).is_ok());
+        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "{left:?}");
     }
 
     #[test]
@@ -736,6 +771,28 @@ mod tests {
         );
         drop(held);
         assert!(ConvergeLock::try_acquire(&p).is_ok());
+    }
+
+    /// A copy of the lock's descriptor in a child process (as a process
+    /// forked by another thread holds until it execs) must not keep the
+    /// lock once its `ConvergeLock` is dropped. The child here keeps the
+    /// copy for as long as it lives, which makes the race deterministic.
+    #[test]
+    fn a_childs_copy_of_the_descriptor_does_not_outlive_the_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("converge.lock");
+        let held = ConvergeLock::try_acquire(&p).unwrap();
+        let copy = held.file.try_clone().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .stdin(copy)
+            .spawn()
+            .unwrap();
+        drop(held);
+        let again = ConvergeLock::try_acquire(&p);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(again.is_ok(), "{again:?}");
     }
 
     #[test]

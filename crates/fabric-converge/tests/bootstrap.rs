@@ -572,3 +572,37 @@ fn sigterm_mid_build_stops_and_a_rerun_completes() {
     assert!(matches!(report, BootstrapReport::Completed { .. }));
     assert_eq!(f.switches(), ["v1 switch"]);
 }
+
+/// The held build signals its start even when an earlier build, run as
+/// another `nixbld` user, left the start file behind: which build user Nix
+/// picks depends on what else is building, so a rerun after a kill got
+/// "Permission denied" writing it when tests ran in parallel.
+#[test]
+fn a_held_build_signals_over_a_start_file_of_another_build_user() {
+    common::require_nix();
+    let f = Fixture::new();
+    f.commit(&Gen::new("v1").held());
+    f.write_target(0o644);
+    // A start file as another build user leaves it: owned by nobody, 0644.
+    std::fs::write(f.started_file(), "1\n").unwrap();
+    std::os::unix::fs::chown(f.started_file(), Some(65534), Some(65534)).unwrap();
+    let runner = f.runner();
+    let opts = f.bootstrap_opts();
+    std::thread::scope(|s| {
+        let run = s.spawn(|| bootstrap(&opts, &runner, &Cancel::new()));
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(f.started_file()).is_ok_and(|t| t == "1\n")
+            && !run.is_finished()
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        f.release_build();
+        let report = run.join().unwrap();
+        assert!(
+            matches!(report, Ok(BootstrapReport::Completed { .. })),
+            "{report:?}"
+        );
+    });
+    assert_ne!(std::fs::read_to_string(f.started_file()).unwrap(), "1\n");
+}

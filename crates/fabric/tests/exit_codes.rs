@@ -560,6 +560,15 @@ fn function_metrics_listen_on_the_host_of_the_grpc_address() {
     let port = free_port();
     let grpc: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let metrics: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+    // 8080 is one port for the whole machine: another run of this test
+    // suite (a second clone, a CI job beside it) waits for this one.
+    let machine_wide = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(std::env::temp_dir().join("fabric-tests-port-8080.lock"))
+        .unwrap();
+    rustix::fs::flock(&machine_wide, rustix::fs::FlockOperation::LockExclusive).unwrap();
     assert!(
         TcpListener::bind(metrics).is_ok(),
         "this test needs 127.0.0.1:8080 free (the default metrics port)"
@@ -581,6 +590,7 @@ fn function_metrics_listen_on_the_host_of_the_grpc_address() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let out = terminate(child);
+    rustix::fs::flock(&machine_wide, rustix::fs::FlockOperation::Unlock).unwrap();
     assert_eq!(
         seen,
         BTreeSet::from([grpc, metrics]),
@@ -781,6 +791,9 @@ fn agent_once_failures() {
         &expect_cmd(3, &mut converge(&f, &["agent", "--once"])),
         "busy: ",
     );
+    // Unlock, not just close: a child forked by a test on another thread
+    // may hold a copy of the descriptor (and with it the lock) until it execs.
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::Unlock).unwrap();
     drop(lock);
     // 143: stopped by SIGTERM during the build.
     f.commit(&Gen::new("v4").held());

@@ -28,9 +28,14 @@ use fabric_converge::{layout, Root};
 pub const NIX_CONFIG: &str =
     "experimental-features = nix-command flakes\nsubstituters =\nsandbox = false";
 
+// The builder runs as whichever `nixbld` user is free, which depends on
+// the builds running beside it: it renames its pid into place (the signals
+// directory is world-writable, not sticky) rather than write into a file an
+// earlier build of another build user may own.
 const BUILD_SH: &str = r#"set -e
 if [ -n "$hold" ]; then
-  echo $$ > "$started"
+  echo $$ > "$started.$$"
+  mv -f "$started.$$" "$started"
   while [ -e "$hold" ]; do sleep 0.05; done
 fi
 if [ "$fail" = 1 ]; then

@@ -1,11 +1,26 @@
 #!/usr/bin/env bash
 # Fabric's whole test suite, with its prerequisites.
 #
-# Installs what the tests drive for real when it is missing (Debian/Ubuntu:
-# cloud-init, nix-bin, genisoimage and other ISO readers, git), configures Nix for offline use, and
+# Needs root: it installs with apt what the tests drive for real when it is
+# missing (Debian/Ubuntu: cloud-init, nix-bin, git, debootstrap,
+# systemd-container, python3-yaml, python3-jsonschema, and the ISO readers
+# genisoimage, xorriso, libarchive-tools, p7zip-full, libcdio-utils), creates
+# the nixbld group and build users, configures Nix for offline use, fetches
+# cloud-init's schemas from Debian (once) and builds the Debian root the
+# cloud-init tests run in (once, a few minutes; see oracles/README.md), then
 # runs every test of the workspace. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if [ "${FABRIC_SKIP_ORACLES:-}" != 1 ]; then
+    echo "test.sh: needs root: it installs Debian packages, creates the nixbld users, and runs" >&2
+    echo "  cloud-init in a container (sudo ./test.sh). FABRIC_SKIP_ORACLES=1 skips the tests that need it." >&2
+    exit 2
+  fi
+  sudo=sudo
+fi
 
 missing=()
 command -v cloud-init >/dev/null 2>&1 || missing+=(cloud-init)
@@ -17,13 +32,19 @@ command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
 command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
 command -v iso-info >/dev/null 2>&1 || missing+=(libcdio-utils)
 command -v git >/dev/null 2>&1 || missing+=(git)
-command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-venv)
+# The project's oracles (oracles/): a debootstrapped root run with
+# systemd-nspawn, and checkers on Debian's Python.
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || missing+=(systemd-container)
+/usr/bin/python3 -c 'import yaml, jsonschema' >/dev/null 2>&1 || missing+=(python3 python3-yaml python3-jsonschema)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  for c in cloud-init nix isoinfo xorriso bsdtar 7z iso-info git debootstrap systemd-nspawn; do
+    command -v "$c" >/dev/null 2>&1 || { echo "test.sh: $c is still missing after installing ${missing[*]}" >&2; exit 1; }
+  done
+  /usr/bin/python3 -c 'import yaml, jsonschema' || { echo "test.sh: Debian's python3 still lacks yaml or jsonschema" >&2; exit 1; }
 fi
 
 # Debian's nix-bin alone does not create the build users (nix-setup-systemd
@@ -31,8 +52,6 @@ fi
 # build without the `nixbld` group its default configuration names.
 if ! getent group nixbld >/dev/null; then
   echo "test.sh: creating the nixbld group and build users" >&2
-  sudo=""
-  [ "$(id -u)" = 0 ] || sudo=sudo
   $sudo groupadd --system nixbld
   for i in 1 2 3 4 5 6 7 8; do
     $sudo useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
@@ -45,5 +64,12 @@ export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters =\n
 # Git identities for the test flakes' commits.
 export GIT_AUTHOR_NAME=${GIT_AUTHOR_NAME:-fabric-test} GIT_AUTHOR_EMAIL=${GIT_AUTHOR_EMAIL:-test@fabric.invalid}
 export GIT_COMMITTER_NAME=${GIT_COMMITTER_NAME:-fabric-test} GIT_COMMITTER_EMAIL=${GIT_COMMITTER_EMAIL:-test@fabric.invalid}
+
+# The oracles' caches, built here with a progress line rather than inside a
+# test that would sit silent for minutes.
+if [ "$(id -u)" = 0 ]; then
+  oracles/cloud-init-schemas >/dev/null
+  oracles/cloud-init-run --build-root
+fi
 
 exec cargo test --workspace --locked "$@"

@@ -1,17 +1,16 @@
 #!/bin/sh
 # Renders every example through `fabric compose` and validates the composed
-# resources with check-composed (the provider CRDs, strictly: unknown fields
-# are errors, required parameters must be present).
+# resources with oracles/check-composed (the provider CRDs in oracles/crds,
+# strictly: unknown fields are errors, required parameters must be present).
 #
 #   example/check.sh [FABRIC_BINARY]       default: target/debug/fabric
 #
-# CHECK_COMPOSED overrides the checker (default: ../shared/tools/check-composed
-# beside the repository). Exit 0 when every stage of every example composes
+# CHECK_COMPOSED overrides the checker (default: oracles/check-composed). Exit 0 when every stage of every example composes
 # the expected resources and all of them are valid.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FABRIC=${1:-$ROOT/target/debug/fabric}
-CHECK=${CHECK_COMPOSED:-$ROOT/../shared/tools/check-composed}
+CHECK=${CHECK_COMPOSED:-$ROOT/oracles/check-composed}
 EX=$ROOT/example
 [ -x "$FABRIC" ] || { echo "check.sh: no fabric binary at $FABRIC (cargo build -p fabric)" >&2; exit 2; }
 [ -x "$CHECK" ] || { echo "check.sh: no check-composed at $CHECK (set CHECK_COMPOSED)" >&2; exit 2; }

@@ -1,6 +1,7 @@
-//! Real cloud-init (Debian 12's 22.4) over the rendered seeds, through
-//! `../shared/tools/cloud-init-run`: all four boot stages in a container,
-//! then assertions on what cloud-init actually did to the root.
+//! Real cloud-init (Debian 12's 22.4) over the rendered seeds, through the
+//! project's `oracles/cloud-init-run`: all four boot stages in a container
+//! over a debootstrapped Debian root, then assertions on what cloud-init
+//! actually did to the root.
 //!
 //! The container has no systemd as PID 1, so the bootstrap hook takes its
 //! "systemd is not running" exit; what it does under systemd is tested in
@@ -20,12 +21,12 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Runs cloud-init-run over `seed`; returns the result directory.
+/// Runs oracles/cloud-init-run over `seed`; returns the result directory.
 fn run(name: &str, seed: &Seed, tmp: &Path) -> std::path::PathBuf {
     let seed_dir = tmp.join(format!("{name}-seed"));
     let result = tmp.join(format!("{name}-result"));
     write_seed(&seed_dir, seed);
-    let out = Command::new(shared_tools().join("cloud-init-run"))
+    let out = Command::new(oracle_tool("cloud-init-run"))
         .arg(&seed_dir)
         .arg(&result)
         .output()
@@ -205,11 +206,12 @@ fn real_cloud_init_applies_every_fixture() {
             "cloud-init-run runs a container; run the tests as root (CI does)",
         );
     }
-    if !shared_tools().join("cloud-init-run").exists() {
+    let tool = oracle_tool("cloud-init-run");
+    if !tool.exists() {
         return oracle_unavailable(
             test,
-            "../shared/tools/cloud-init-run",
-            "check out the shared tools next to the repository, or set FABRIC_SHARED_TOOLS",
+            &tool.display().to_string(),
+            "it is part of the repository (oracles/); FABRIC_SHARED_TOOLS, if set, must name a directory that has it",
         );
     }
     let tmp = tempfile::tempdir().unwrap();

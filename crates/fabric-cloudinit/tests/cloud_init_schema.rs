@@ -1,8 +1,8 @@
 //! The rendered files against cloud-init's own schemas: the installed
-//! `cloud-init schema` (Debian 12's 22.4) for user-data, and
-//! `../shared/tools/check-cloud-config` (cloud-init 26.2 schemas, PyYAML,
-//! deprecations, `to: default`, `gateway4/6`) for user-data and
-//! network-config.
+//! `cloud-init schema` (Debian 12's 22.4) for user-data, and the project's
+//! `oracles/check-cloud-config` (cloud-init 26.2's schemas from Debian's
+//! package, PyYAML, deprecations, `to: default`, `gateway4/6`) for
+//! user-data, network-config and meta-data.
 
 mod common;
 
@@ -46,12 +46,12 @@ fn cloud_init_schema_accepts_user_data() {
 #[test]
 fn check_cloud_config_accepts_every_seed() {
     let test = "check_cloud_config_accepts_every_seed";
-    let tool = shared_tools().join("check-cloud-config");
+    let tool = oracle_tool("check-cloud-config");
     if !tool.exists() {
         return oracle_unavailable(
             test,
-            "../shared/tools/check-cloud-config",
-            "check out the shared tools next to the repository, or set FABRIC_SHARED_TOOLS",
+            &tool.display().to_string(),
+            "it is part of the repository (oracles/); FABRIC_SHARED_TOOLS, if set, must name a directory that has it",
         );
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -85,37 +85,65 @@ fn check_cloud_config_accepts_every_seed() {
 }
 
 /// The checker must catch what it is here to catch, or its passing above
-/// proves nothing: an unquoted hostname `no` and a `to: default` route.
+/// proves nothing: what YAML 1.1 coerces (an unquoted hostname `no`, a MAC
+/// address, an `instance-id` like `12:30`), deprecated and unknown keys, a
+/// `to: default` route and `gateway4`. Each is refused with its place.
 #[test]
 fn check_cloud_config_refuses_yaml_traps() {
     let test = "check_cloud_config_refuses_yaml_traps";
-    let tool = shared_tools().join("check-cloud-config");
+    let tool = oracle_tool("check-cloud-config");
     if !tool.exists() {
         return oracle_unavailable(
             test,
-            "../shared/tools/check-cloud-config",
-            "check out the shared tools",
+            &tool.display().to_string(),
+            "it is part of the repository (oracles/)",
         );
     }
     let tmp = tempfile::tempdir().unwrap();
-    let ud = tmp.path().join("user-data");
-    std::fs::write(&ud, "#cloud-config\nhostname: no\n").unwrap();
-    let out = Command::new(&tool)
-        .arg("--user-data")
-        .arg(&ud)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let nc = tmp.path().join("network-config");
-    std::fs::write(
-        &nc,
-        "{\"version\": 2, \"ethernets\": {\"e\": {\"routes\": [{\"to\": \"default\", \"via\": \"10.0.0.1\"}]}}}\n",
-    )
-    .unwrap();
-    let out = Command::new(&tool)
-        .arg("--network-config")
-        .arg(&nc)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    let cases = [
+        ("user-data", "#cloud-config\nhostname: no\n", ":2:1: hostname: False is not of type 'string'"),
+        (
+            "user-data",
+            "#cloud-config\nusers:\n  - name: a\n    lock-passwd: true\n",
+            ":4:5: users.0.lock-passwd: deprecated",
+        ),
+        ("user-data", "#cloud-config\nhostnam: web\n", "'hostnam' was unexpected"),
+        ("user-data", "hostname: web\n", ":1:1: the first line must be exactly '#cloud-config'"),
+        (
+            "network-config",
+            "{\"version\": 2, \"ethernets\": {\"e\": {\"routes\": [{\"to\": \"default\", \"via\": \"10.0.0.1\"}]}}}\n",
+            "ethernets.e.routes.0.to: 'default' needs cloud-init 25.3",
+        ),
+        (
+            "network-config",
+            "version: 2\nethernets:\n  e:\n    gateway4: 10.0.0.1\n",
+            ":4:5: ethernets.e.gateway4: deprecated",
+        ),
+        (
+            "network-config",
+            "version: 2\nethernets:\n  e:\n    match:\n      macaddress: 52:54:00:12:34:56\n",
+            "ethernets.e.match.macaddress: 41135085296 is not of type 'string'",
+        ),
+        ("meta-data", "instance-id: 12:30\n", ":1:1: instance-id: must be a string"),
+    ];
+    for (i, (kind, text, want)) in cases.iter().enumerate() {
+        let path = tmp.path().join(format!("{i}-{kind}"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(&tool)
+            .arg(format!("--{kind}"))
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{kind} {text:?} must be refused:\n{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("INVALID {kind}")) && stdout.contains(want),
+            "{kind} {text:?}: want {want:?} in:\n{stdout}"
+        );
+    }
 }

@@ -390,7 +390,7 @@ fn pyyaml_reads_generated_machines_as_intended() {
         return oracle_unavailable(
             test,
             "python3 with PyYAML",
-            "apt-get install python3-yaml, or run ../shared/tools/check-cloud-config once to make its venv",
+            "apt-get install python3-yaml (./test.sh does)",
         );
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -444,7 +444,7 @@ fn pyyaml_reads_generated_machines_as_intended() {
         written += 1;
     }
     assert!(written >= 200, "only {written} valid machines");
-    // Every PyYAML here: the shared tools' venv and Debian's, which is the
+    // Every PyYAML here: a cached venv's if there is one, and Debian's, which is the
     // one cloud-init itself imports.
     for python in pythons_with_yaml(python) {
         let out = Command::new(&python)

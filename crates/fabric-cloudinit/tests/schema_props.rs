@@ -18,7 +18,7 @@ mod common;
 
 use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
 use common::*;
@@ -45,10 +45,7 @@ impl Oracle {
             return Err(String::from_utf8_lossy(&probe.stderr).trim().to_string());
         }
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let reference = manifest.join("../../../shared/reference/cloud-init");
-        let reference = std::env::var_os("FABRIC_CLOUD_INIT_SCHEMAS")
-            .map(PathBuf::from)
-            .unwrap_or(reference);
+        let reference = cloud_init_schemas()?;
         let cloud_config = reference.join("schema-cloud-config-v1.json");
         let network = reference.join("schema-network-config-v2.json");
         for schema in [&cloud_config, &network] {
@@ -409,8 +406,8 @@ fn render_gives_seeds_cloud_init_accepts() {
         Err(why) => {
             return oracle_unavailable(
                 test,
-                &format!("Debian's cloud-init Python package and the shared schemas ({why})"),
-                "apt-get install cloud-init, and check out ../shared",
+                &format!("Debian's cloud-init Python package and cloud-init's schemas ({why})"),
+                "apt-get install cloud-init (./test.sh does); oracles/cloud-init-schemas fetches the schemas from Debian",
             )
         }
     };
@@ -503,8 +500,8 @@ fn the_oracle_refuses_what_cloud_init_refuses() {
         Err(why) => {
             return oracle_unavailable(
                 test,
-                &format!("Debian's cloud-init Python package and the shared schemas ({why})"),
-                "apt-get install cloud-init, and check out ../shared",
+                &format!("Debian's cloud-init Python package and cloud-init's schemas ({why})"),
+                "apt-get install cloud-init (./test.sh does); oracles/cloud-init-schemas fetches the schemas from Debian",
             )
         }
     };

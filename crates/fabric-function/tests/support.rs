@@ -213,7 +213,7 @@ pub fn messages(rsp: &RunFunctionResponse) -> String {
     out
 }
 
-/// The workspace root (for example/, apis/, package/ and ../shared).
+/// The workspace root (for example/, apis/ and package/).
 pub fn workspace() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

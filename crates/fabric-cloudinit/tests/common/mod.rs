@@ -91,21 +91,61 @@ pub fn is_root() -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
 }
 
-/// `../shared/tools`, next to the repository.
-pub fn shared_tools() -> PathBuf {
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    // crates/fabric-cloudinit -> repository root -> its parent.
-    let root = manifest
+    // crates/fabric-cloudinit -> repository root.
+    manifest
         .parent()
         .and_then(Path::parent)
-        .expect("crate lives in <repo>/crates/<name>");
-    std::env::var_os("FABRIC_SHARED_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("../shared/tools"))
+        .expect("crate lives in <repo>/crates/<name>")
+        .to_path_buf()
 }
 
-/// A Python 3 with PyYAML: the shared tools' venv if it exists, else the
-/// system Python (Debian's cloud-init uses that one's PyYAML).
+/// One of the project's own oracles in `oracles/` (`cloud-init-run`,
+/// `check-cloud-config`, `cloud-init-schemas`). `FABRIC_SHARED_TOOLS` names
+/// a directory of same-named tools to use instead, such as a checkout of
+/// the shared tools; nothing needs it.
+pub fn oracle_tool(name: &str) -> PathBuf {
+    std::env::var_os("FABRIC_SHARED_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("oracles"))
+        .join(name)
+}
+
+/// The directory of cloud-init's JSON schemas: `FABRIC_CLOUD_INIT_SCHEMAS`,
+/// or the one `oracles/cloud-init-schemas` fetches from Debian's cloud-init
+/// package (once; it is cached by version).
+pub fn cloud_init_schemas() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("FABRIC_CLOUD_INIT_SCHEMAS") {
+        return Ok(PathBuf::from(dir));
+    }
+    let tool = repo_root().join("oracles/cloud-init-schemas");
+    let out = Command::new(&tool)
+        .output()
+        .map_err(|e| format!("{}: {e}", tool.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if dir.join("schema-cloud-config-v1.json").is_file() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} printed {}, which holds no schema-cloud-config-v1.json",
+            tool.display(),
+            dir.display()
+        ))
+    }
+}
+
+/// A Python 3 with PyYAML: a venv under `FABRIC_ORACLE_CACHE` (or
+/// `~/.cache/fabric-oracles`) if one exists, else the system Python
+/// (Debian's cloud-init uses that one's PyYAML).
 pub fn python_with_yaml() -> Option<PathBuf> {
     let cache = std::env::var_os("FABRIC_ORACLE_CACHE")
         .map(PathBuf::from)

@@ -40,6 +40,10 @@ NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\nsandbo
 # quickly, a short watchdog so that three periods pass in under a minute.
 AGENT_INTERVAL_S = 10
 AGENT_WATCHDOG_S = 10
+# How long an agent deployment (evaluation, build, switch) may take. Under
+# TCG on a host shared with other builds one takes minutes; the waits end as
+# soon as the deployment is recorded, so a generous bound costs nothing.
+DEPLOY_TIMEOUT_S = 900
 HEALTH_CHECK = "test ! -e /run/current-system/unhealthy"
 METRICS = "127.0.0.1:9750"
 
@@ -616,7 +620,7 @@ def scenario_new_commit(g: Guest, ctx: dict) -> None:
     g.fleet.publish()
     # The guest's clock, not the host's: a TCG guest's clock drifts.
     committed = float(g.sh("date +%s.%N"))
-    d = wait_deployment(g, rev, AGENT_INTERVAL_S + 300)
+    d = wait_deployment(g, rev, AGENT_INTERVAL_S + DEPLOY_TIMEOUT_S)
     check(d["outcome"] == "switched", f"rev2: {d}")
     started = parse_time(d["started_at"])
     check(started - committed <= AGENT_INTERVAL_S + 5,
@@ -635,7 +639,7 @@ def parse_time(text: str) -> float:
 
 
 def assert_rejected(g: Guest, rev: str, label: str, good_rev: str, good_path: str, phase: str) -> None:
-    d = wait_deployment(g, rev, AGENT_INTERVAL_S + 300)
+    d = wait_deployment(g, rev, AGENT_INTERVAL_S + DEPLOY_TIMEOUT_S)
     check(d["outcome"] == "rolled-back", f"{label}: {d}")
     check((d.get("error") or {}).get("phase") == phase, f"{label} failed in {d.get('error')}")
     check(store_path_of(g, "/run/current-system") == good_path, f"{label}: not rolled back to rev2")
@@ -672,13 +676,13 @@ def scenario_kill(g: Guest, ctx: dict) -> None:
         return bool(h) and h[-1].get("revision") == rev and h[-1].get("phase") == "build" \
             and h[-1].get("outcome") == "in-progress" \
             and g.rc("pgrep -f 'nixos-system-.*-rev5|build.sh'") == 0
-    g.wait("the agent to be building rev5", building, AGENT_INTERVAL_S + 120, every=2)
+    g.wait("the agent to be building rev5", building, AGENT_INTERVAL_S + DEPLOY_TIMEOUT_S, every=2)
     time.sleep(5)
     killed_at = float(g.sh("date +%s.%N && systemctl kill -s KILL fabric-agent.service").split()[0])
     g.wait("systemd to restart the agent",
            lambda: int(g.show("fabric-agent.service", "NRestarts")["NRestarts"]) > restarts
-           and g.show("fabric-agent.service", "ActiveState")["ActiveState"] == "active", 120)
-    d = wait_deployment(g, rev, 600, after=killed_at)
+           and g.show("fabric-agent.service", "ActiveState")["ActiveState"] == "active", 300)
+    d = wait_deployment(g, rev, DEPLOY_TIMEOUT_S, after=killed_at)
     check(d["outcome"] == "switched", f"rev5 after the kill: {d}")
     # The killed run is closed as failed in the phase it died in.
     killed = [x for x in agent_history(g) if x.get("revision") == rev and parse_time(x["started_at"]) < killed_at]

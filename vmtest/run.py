@@ -44,6 +44,9 @@ AGENT_WATCHDOG_S = 10
 # TCG on a host shared with other builds one takes minutes; the waits end as
 # soon as the deployment is recorded, so a generous bound costs nothing.
 DEPLOY_TIMEOUT_S = 900
+# How long a boot (to SSH, to the bootstrap marker) may take: 5 minutes on
+# an idle 2-core host, 15 and more with six TCG guests beside other builds.
+BOOT_TIMEOUT_S = 3600
 HEALTH_CHECK = "test ! -e /run/current-system/unhealthy"
 METRICS = "127.0.0.1:9750"
 
@@ -353,7 +356,7 @@ class Guest:
         return subprocess.run(self.ssh_argv(f"sudo sh -c {shquote(command)}"), capture_output=True,
                               timeout=timeout).returncode
 
-    def wait_ssh(self, timeout=1800) -> None:
+    def wait_ssh(self, timeout=BOOT_TIMEOUT_S) -> None:
         until = time.monotonic() + timeout
         while time.monotonic() < until:
             if self.qemu and self.qemu.poll() is not None:
@@ -538,7 +541,7 @@ def assert_first_boot(g: Guest, rev: str, label: str, bench: dict | None = None)
 def scenario_first_boot(g: Guest, ctx: dict) -> None:
     rev = ctx["rev1"]
     ctx["bench"] = {}
-    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1800)
+    g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, BOOT_TIMEOUT_S)
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     assert_first_boot(g, rev, "rev1", ctx["bench"])
@@ -554,7 +557,7 @@ def scenario_reboot(g: Guest, ctx: dict) -> None:
     }
     g.sh("systemctl reboot", ok=False)
     g.wait("the guest to come back with a new boot id",
-           lambda: g.rc("true") == 0 and g.boot_id() != before["boot"], 1800, every=5)
+           lambda: g.rc("true") == 0 and g.boot_id() != before["boot"], BOOT_TIMEOUT_S, every=5)
     g.wait("cloud-final to finish", lambda: g.show("cloud-final.service", "ActiveState")["ActiveState"]
            in ("active", "failed"), 600)
     check(g.sh("cat /var/lib/cloud/data/instance-id").strip() == before["instance"], "instance-id changed")
@@ -711,7 +714,7 @@ def scenario_remote_late(g: Guest, ctx: dict) -> None:
     def attempts():
         j = g.sh("journalctl -b --no-pager -o short-unix -u fabric-bootstrap.service")
         return [l for l in j.splitlines() if "waiting for flake remote" in l]
-    g.wait("three waiting attempts in the journal", lambda: len(attempts()) >= 3, 1800)
+    g.wait("three waiting attempts in the journal", lambda: len(attempts()) >= 3, BOOT_TIMEOUT_S)
     check(g.rc("test -e /var/lib/nixos-bootstrap-complete") != 0, "bootstrap completed without a remote")
     g.fleet.publish()
     g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 600)
@@ -728,7 +731,7 @@ def scenario_failing_build(g: Guest, ctx: dict) -> None:
         st = g.json("cat /var/lib/fabric/bootstrap.json 2>/dev/null || echo '{}'")
         h = st.get("history", [])
         return h and h[-1].get("outcome") == "build-failed" and h[-1]
-    d = g.wait("the first build to fail", failed, 1800)
+    d = g.wait("the first build to fail", failed, BOOT_TIMEOUT_S)
     err = d.get("error") or {}
     check(err.get("phase") == "build", f"failure phase {err}")
     check("deliberate build failure" in err.get("tail", ""), f"error tail: {err.get('tail')!r}")
@@ -746,7 +749,7 @@ def scenario_failing_build(g: Guest, ctx: dict) -> None:
     fixed = g.fleet.commit("rev1-fixed")
     g.fleet.publish()
     g.wait("the bootstrap marker after the fix",
-           lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1800)
+           lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, BOOT_TIMEOUT_S)
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     assert_first_boot(g, fixed, "rev1-fixed")

@@ -525,14 +525,14 @@ def assert_first_boot(g: Guest, rev: str, label: str, bench: dict | None = None)
         reloads = [t for t, m in events if starts[-1] <= t <= finished[-1]
                    and m.strip() == "Reloading."]
         log = g.sh("journalctl -b --no-pager -o short-monotonic -u fabric-bootstrap.service").splitlines()
+        driven = (build or 0) + (activation or 0)
         bench.update(
             boot_to_converged_s=finished[-1],
             bootstrap_unit_s=unit_s,
             build_s=build,
             activation_s=activation,
-            bootstrap_own_s=unit_s - (build or 0) - (activation or 0),
-            bootstrap_own_ratio=(unit_s - (build or 0) - (activation or 0)) / ((build or 0) + (activation or 0))
-            if build and activation else None,
+            bootstrap_own_s=unit_s - driven,
+            bootstrap_own_ratio=(unit_s - driven) / driven if driven else None,
             bootstrap_daemon_reloads=len(reloads),
             bootstrap_log=log[-40:],
         )

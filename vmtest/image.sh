@@ -10,20 +10,26 @@
 # share one debootstrap:
 #
 #   debian.raw            Debian's cloud-init 22.4
-#   nixos-cloud-init.raw  cloud-init 25.2 with nixpkgs' `nixos` distro and
-#                         the NixOS module's cloud.cfg (networkd renderer)
+#   nixos-cloud-init.raw  Debian trixie's cloud-init 25.1.4 (the closest
+#                         Debian has to NixOS 25.11's 25.2), the project's
+#                         own `nixos` distro (guest/nixos-distro) and the
+#                         NixOS module's cloud.cfg (networkd renderer)
 #
-# The cache key is a hash of this script, the guest-side files and the
-# cloud-init 25.2 sources: the fabric binary under test is never baked in.
+# The cache key is a hash of this script and every file under guest/ (the
+# distro, cloud.cfg, units), which between them name the suites and the
+# pinned cloud-init version: the fabric binary under test is never baked in.
 # Cache: ${FABRIC_VMTEST_CACHE:-/var/cache/fabric-vmtest}/image-<key>.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-reference=${FABRIC_CLOUD_INIT_NIXOS:-$here/../../shared/reference/cloud-init-nixos}
 cache=${FABRIC_VMTEST_CACHE:-/var/cache/fabric-vmtest}
 mirror=${FABRIC_VMTEST_MIRROR:-http://deb.debian.org/debian}
+# The nixos-cloud-init flavour's cloud-init: this suite, this upstream
+# version (any Debian revision of it, so that a stable update does not break
+# the build; the revision installed is recorded in the image's `complete`).
+cloud_init_suite=trixie
+cloud_init_version=25.1.4
 
-key=$( (cat "$0"; find "$here/guest" -type f | sort | xargs cat;
-        cat "$reference/cloud-init-25.2.tar.xz" "$reference/nixos.py" "$reference/cloud.cfg") \
+key=$( (cat "$0"; find "$here/guest" -type f | LC_ALL=C sort | while read -r f; do echo "${f#"$here"/}"; cat "$f"; done) \
       | sha256sum | cut -c1-16)
 out=$cache/image-$key
 if [ -f "$out/complete" ]; then
@@ -31,9 +37,6 @@ if [ -f "$out/complete" ]; then
   exit 0
 fi
 [ "$(id -u)" = 0 ] || { echo "vmtest/image.sh: building the image needs root" >&2; exit 2; }
-for f in cloud-init-25.2.tar.xz nixos.py cloud.cfg; do
-  [ -f "$reference/$f" ] || { echo "vmtest/image.sh: $reference/$f is missing (set FABRIC_CLOUD_INIT_NIXOS)" >&2; exit 2; }
-done
 
 started=$(date +%s)
 say() { echo "vmtest/image.sh: $* ($(( $(date +%s) - started ))s)" >&2; }
@@ -49,9 +52,8 @@ cleanup() {
 trap cleanup EXIT
 root=$work/root
 
-# Everything both flavours need; cloud-init's own dependencies come here so
-# that the 25.2 flavour runs with exactly the Python packages Debian's
-# cloud-init package depends on.
+# Everything both flavours need, cloud-init's dependencies included (each
+# flavour's apt run adds what its cloud-init package needs beyond these).
 packages=(
   systemd systemd-sysv udev dbus kmod iproute2 procps util-linux hostname
   linux-image-amd64 initramfs-tools
@@ -68,7 +70,9 @@ debootstrap --variant=minbase bookworm "$root" "$mirror" > "$work/debootstrap.lo
 say "debootstrap done"
 
 # Runs apt in the root with /proc, /sys and /dev mounted and no service
-# started by maintainer scripts.
+# started by maintainer scripts: `apt_install ROOT PACKAGES...`, or
+# `apt_install ROOT` with APT_BEFORE_INSTALL, a shell command run in the
+# root once the package lists are fresh (a check of what apt would do).
 apt_install() {
   local r=$1; shift
   mount --bind /proc "$r/proc"; mount --bind /sys "$r/sys"; mount --bind /dev "$r/dev"
@@ -76,7 +80,7 @@ apt_install() {
   printf '#!/bin/sh\nexit 101\n' > "$r/usr/sbin/policy-rc.d"; chmod 0755 "$r/usr/sbin/policy-rc.d"
   local rc=0
   chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C \
-    sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends $* && apt-get clean" \
+    sh -c "apt-get update -qq && ${APT_BEFORE_INSTALL:-true} && apt-get install -y -qq --no-install-recommends $* && apt-get clean" \
     > "$work/apt.log" 2>&1 || rc=$?
   rm -f "$r/usr/sbin/policy-rc.d"
   rm -rf "$r"/var/lib/apt/lists/*
@@ -86,7 +90,8 @@ apt_install() {
 apt_install "$root" "${packages[*]}"
 say "packages installed"
 
-chroot_run() { chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+chroot_in() { local r=$1; shift; chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
+chroot_run() { chroot_in "$root" "$@"; }
 
 # --- the common base ------------------------------------------------------
 cat > "$root/etc/fstab" <<'EOF'
@@ -137,48 +142,64 @@ EOF
 }
 
 flavour_nixos() {
-  local r=$1 src
-  src=$work/cloud-init-src
-  mkdir -p "$src"
-  tar -xJf "$reference/cloud-init-25.2.tar.xz" -C "$src" --strip-components=1
-  # The reference nixos.py uses two names that cloud-init 25.2 no longer
-  # has (cloudinit.log.getLogger, util.load_file): every stage fails on
-  # importing it, and the hostname cannot be written. Use what 25.2's own
-  # distros use (the standard logging module, util.load_text_file).
-  sed -e 's/^from cloudinit import log as logging$/import logging/' \
-      -e 's/util\.load_file(/util.load_text_file(/' \
-    "$reference/nixos.py" > "$src/cloudinit/distros/nixos.py"
-  grep -q '^import logging$' "$src/cloudinit/distros/nixos.py"
-  grep -q 'util.load_text_file(' "$src/cloudinit/distros/nixos.py"
-  # nixpkgs' patch registers the distro as its own OS family.
-  python3 - "$src/cloudinit/distros/__init__.py" <<'PY'
-import sys
-p = sys.argv[1]
-s = open(p).read()
-anchor = "OSFAMILIES = {"
-assert anchor in s, "OSFAMILIES not found"
-s = s.replace(anchor, anchor + '\n    "nixos": ["nixos"],', 1)
-open(p, "w").write(s)
-PY
-  local site=$r/usr/lib/python3/dist-packages
-  cp -a "$src/cloudinit" "$site/cloudinit"
-  mkdir -p "$r/etc/cloud/cloud.cfg.d" "$r/etc/cloud/templates"
-  cp -a "$src/templates/." "$r/etc/cloud/templates/"
-  install -m 0644 "$reference/cloud.cfg" "$r/etc/cloud/cloud.cfg"
-  # The package's own logging configuration, as nixpkgs installs it.
-  install -m 0644 "$src/config/cloud.cfg.d/05_logging.cfg" "$r/etc/cloud/cloud.cfg.d/05_logging.cfg"
-  cat > "$r/usr/bin/cloud-init" <<'EOF'
-#!/usr/bin/python3
-import sys
-from cloudinit.cmd.main import main
-sys.exit(main())
+  local r=$1 distro=nixos
+  # cloud-init alone comes from the newer suite: every other package,
+  # cloud-init's dependencies included, stays on bookworm.
+  echo "deb $mirror $cloud_init_suite main" > "$r/etc/apt/sources.list.d/vmtest-cloud-init.list"
+  cat > "$r/etc/apt/preferences.d/vmtest-cloud-init" <<EOF
+Package: *
+Pin: release n=$cloud_init_suite
+Pin-Priority: 1
+
+Package: cloud-init
+Pin: version $cloud_init_version-*
+Pin-Priority: 990
 EOF
-  chmod 0755 "$r/usr/bin/cloud-init"
-  # The four stages as nixpkgs' services.cloud-init defines them.
+  # apt's plan names each package's release: everything but cloud-init
+  # must come from bookworm (Debian 12), or the build stops here.
+  local plan="apt-get install -s --no-install-recommends cloud-init > /tmp/plan && grep '^Inst ' /tmp/plan >&2"
+  plan="$plan && ! grep '^Inst ' /tmp/plan | grep -v '^Inst cloud-init ' | grep -Ev ' Debian(-Security)?:12'"
+  APT_BEFORE_INSTALL=$plan apt_install "$r" cloud-init
+  rm -f "$r/tmp/plan"
+  local installed
+  installed=$(chroot_in "$r" dpkg-query -W -f '${Version}' cloud-init)
+  case "$installed" in
+    "$cloud_init_version"-*) ;;
+    *) say "cloud-init $installed installed, expected $cloud_init_version-* from $cloud_init_suite"; exit 1 ;;
+  esac
+  echo "$installed" > "$work/cloud-init-version"
+
+  local site=$r/usr/lib/python3/dist-packages/cloudinit/distros
+  install -m 0644 "$here/guest/nixos-distro/distro.py" "$site/$distro.py"
+  # As nixpkgs' patch does: the distro is an OS family of its own.
+  python3 - "$site/__init__.py" "$distro" <<'PY'
+import sys
+path, distro = sys.argv[1], sys.argv[2]
+text = open(path).read()
+anchor = "OSFAMILIES = {"
+if text.count(anchor) != 1:
+    sys.exit(f"{path}: expected one '{anchor}', found {text.count(anchor)}: cloud-init's layout changed")
+text = text.replace(anchor, f'{anchor}\n    "{distro}": ["{distro}"],', 1)
+open(path, "w").write(text)
+PY
+  # The distro's behaviour, checked against the cloud-init installed.
+  install -m 0644 "$here/guest/nixos-distro/check.py" "$r/tmp/vmtest-distro-check.py"
+  chroot_in "$r" python3 -B /tmp/vmtest-distro-check.py \
+    || { say "the $distro distro does not behave as nixpkgs' does (guest/nixos-distro/check.py)"; exit 1; }
+  rm -f "$r/tmp/vmtest-distro-check.py"
+
+  # NixOS has none of Debian's units, generator or configuration: its
+  # cloud.cfg, the package's own logging configuration, and the four stages
+  # of services.cloud-init.
+  rm -f "$r"/usr/lib/systemd/system/cloud-* "$r"/usr/lib/systemd/system-generators/cloud-init-generator
+  rm -rf "$r"/usr/lib/systemd/system/sshd-keygen@.service.d
+  find "$r/etc/systemd/system" -lname '*/cloud-*' -delete
+  find "$r/etc/systemd/system" -type d -name 'cloud-*.wants' -empty -delete
+  find "$r/etc/cloud/cloud.cfg.d" -type f ! -name 05_logging.cfg -delete
+  install -m 0644 "$here/guest/nixos-cloud-init/cloud.cfg" "$r/etc/cloud/cloud.cfg"
   install -m 0644 "$here/guest/nixos-cloud-init/"*.service "$here/guest/nixos-cloud-init/"*.target "$r/etc/systemd/system/"
-  chroot "$r" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-    systemctl enable cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service >/dev/null 2>&1
-  python3 -c "import compileall,sys; compileall.compile_dir(sys.argv[1], quiet=1)" "$site/cloudinit" >/dev/null || true
+  chroot_in "$r" systemctl enable cloud-init-local.service cloud-init.service cloud-config.service cloud-final.service >/dev/null 2>&1
+  chroot_in "$r" python3 -m compileall -q "/usr/lib/python3/dist-packages/cloudinit/distros/$distro.py" >/dev/null
 }
 
 # NixOS's /etc/systemd/system is a link into the (read-only) store. Only
@@ -223,6 +244,7 @@ make_image "$root" "$work/out/nixos-cloud-init.raw"
   echo "built_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "build_seconds=$(( $(date +%s) - started ))"
   echo "kernel=$(basename "$(readlink "$root/vmlinuz")")"
+  echo "nixos_cloud_init=$cloud_init_suite $(cat "$work/cloud-init-version")"
 } > "$work/out/complete"
 rm -rf "$out"
 mv "$work/out" "$out"

@@ -370,17 +370,22 @@ fn wait_for_lock(opts: &BootstrapOptions, cancel: &Cancel) -> Result<ConvergeLoc
     }
 }
 
-/// `systemctl [--root=DIR] disable fabric-bootstrap.service`. Best effort:
-/// on NixOS the unit file is in the store and cannot be disabled; the
-/// marker (the unit's `ConditionPathExists=!`) is what keeps it from
-/// running again.
+/// `systemctl [--root=DIR] disable --no-reload fabric-bootstrap.service`.
+/// Best effort: on NixOS the unit file is in the store and cannot be
+/// disabled; the marker (the unit's `ConditionPathExists=!`) is what keeps
+/// it from running again.
+///
+/// `--no-reload`: removing the unit's links only matters at the next boot,
+/// which reads them afresh, while the daemon reload `disable` otherwise
+/// asks for makes PID 1 re-read every unit, seconds on a small machine,
+/// at the end of every bootstrap.
 fn disable_unit(opts: &BootstrapOptions, runner: &Runner) {
     let mut cmd = Cmd::new("systemctl", Duration::from_secs(60));
     if !opts.root.is_host() {
         cmd = cmd.arg(format!("--root={}", opts.root.dir().display()));
     }
     let cmd = cmd
-        .args(["disable", layout::BOOTSTRAP_UNIT])
+        .args(["disable", "--no-reload", layout::BOOTSTRAP_UNIT])
         .uninterruptible();
     match runner.run(&cmd, &Cancel::new()) {
         Ok(_) => tracing::info!("disabled {}", layout::BOOTSTRAP_UNIT),

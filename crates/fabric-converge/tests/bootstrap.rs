@@ -76,7 +76,7 @@ fn first_boot_builds_the_remote_head_switches_and_records() {
     assert_eq!(
         f.systemd_calls(),
         [format!(
-            "systemctl --root={} disable fabric-bootstrap.service",
+            "systemctl --root={} disable --no-reload fabric-bootstrap.service",
             f.root.display()
         )]
     );

@@ -9,12 +9,16 @@
 //! Clone, initialization and the snippet's content are create-time only
 //! (changing them later wedges the resource), so they go in
 //! `spec.initProvider`, which the provider reads at create and ignores after.
+//!
+//! The provider hands both parameter blocks to Terraform as a template, so
+//! every string in them is escaped ([`crate::terraform_template`]).
 
 use fabric_model::status::Phase;
 use serde_json::{Map, Value as Json};
 
 use crate::observed::{as_u32, guest_addresses, Observed};
 use crate::plan::{Plan, Scope};
+use crate::terraform_template;
 use crate::{Composed, Desired};
 
 /// Composition name of the snippet.
@@ -56,10 +60,11 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
 
     // The VM keeps the file id it was created with: it is create-time only,
     // and a VM that exists must stay in desired state even if the snippet
-    // is momentarily not Ready.
+    // is momentarily not Ready. The observed spec holds it as composed,
+    // escaped; it is escaped again with the rest of the VM.
     let created_with = vm
         .and_then(|v| v.field("/spec/initProvider/initialization/0/userDataFileId"))
-        .and_then(|v| v.as_str().map(str::to_string));
+        .and_then(|v| v.as_str().map(terraform_template::unescape));
     let file_id = match (&created_with, snippet_ready, &reported_id) {
         (Some(id), _, _) => Some(id.clone()),
         (None, true, Some(id)) => Some(id.clone()),
@@ -153,9 +158,9 @@ fn text(s: &str) -> Json {
     Json::String(s.to_string())
 }
 
-/// The EnvironmentFile holding the user-data snippet.
+/// The EnvironmentFile holding the user-data snippet, escaped for Terraform.
 pub fn snippet_object(plan: &Plan) -> Json {
-    obj([
+    terraform_template::escape_parameters(obj([
         ("apiVersion", text(file_api_version(plan.scope))),
         ("kind", text("EnvironmentFile")),
         (
@@ -182,10 +187,11 @@ pub fn snippet_object(plan: &Plan) -> Json {
                 ),
             ]),
         ),
-    ])
+    ]))
 }
 
-/// The EnvironmentVM cloned from the template, reading `file_id` as user-data.
+/// The EnvironmentVM cloned from the template, reading `file_id` (as
+/// Proxmox names it, unescaped) as user-data; escaped for Terraform.
 pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
     let mut nic = Map::new();
     nic.insert("bridge".into(), text(&plan.bridge));
@@ -206,7 +212,7 @@ pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
     }
 
     let tags = Json::Array(plan.tags.iter().map(|t| text(t)).collect());
-    obj([
+    terraform_template::escape_parameters(obj([
         ("apiVersion", text(vm_api_version(plan.scope))),
         ("kind", text("EnvironmentVM")),
         (
@@ -262,7 +268,7 @@ pub fn vm_object(plan: &Plan, file_id: &str) -> Json {
                 ),
             ]),
         ),
-    ])
+    ]))
 }
 
 /// `initialization[0].ipConfig[0]`: the static addresses, or DHCP.

@@ -46,4 +46,10 @@ export NIX_CONFIG=$'experimental-features = nix-command flakes\nsubstituters =\n
 export GIT_AUTHOR_NAME=${GIT_AUTHOR_NAME:-fabric-test} GIT_AUTHOR_EMAIL=${GIT_AUTHOR_EMAIL:-test@fabric.invalid}
 export GIT_COMMITTER_NAME=${GIT_COMMITTER_NAME:-fabric-test} GIT_COMMITTER_EMAIL=${GIT_COMMITTER_EMAIL:-test@fabric.invalid}
 
+# Terraform and the bpg Terraform provider for the Terraform checks (README.md,
+# "Terraform checks"): built once per version, then cached.
+if [ -z "${FABRIC_TERRAFORM:-}" ]; then
+  eval "$(tftest/tools.sh)"
+fi
+
 exec cargo test --workspace --locked "$@"

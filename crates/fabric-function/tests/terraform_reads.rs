@@ -770,8 +770,10 @@ fn tricky_machine() -> impl Strategy<Value = (Json, bool)> {
         |(comment, path, terraform)| {
             let mut m = machine();
             m["spec"]["bootstrap"]["sshAuthorizedKeys"] = json!([format!("{KEY_A} {comment}")]);
-            m["spec"]["nix"]["flakeRef"] =
-                json!(format!("git+https://example.org/{path}?ref=main#web01"));
+            // The path must still name a repository for the Machine to be valid.
+            m["spec"]["nix"]["flakeRef"] = json!(format!(
+                "git+https://example.org/org/fleet{path}?ref=main#web01"
+            ));
             (m, terraform)
         },
     )

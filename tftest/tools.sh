@@ -24,17 +24,42 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/fabric-tools
 here=$(cd "$(dirname "$0")" && pwd)
 say() { echo "tftest/tools.sh: $*" >&2; }
 
+# Go, for the builds: the machine's own when it is recent enough, else the
+# release the modules ask for, fetched as the golang.org/toolchain module
+# from the Go module proxy (Debian 12's golang-go, 1.19, is too old to build
+# them or to fetch a newer toolchain itself).
+GO_VERSION=1.26.0
 need_go() {
-  if ! command -v go >/dev/null 2>&1; then
-    say "installing Go (golang-go; it fetches the toolchain the modules ask for)"
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends golang-go ca-certificates >/dev/null
+  local minor=0
+  if command -v go >/dev/null 2>&1; then
+    minor=$(go env GOVERSION 2>/dev/null | sed -n 's/^go1\.\([0-9]*\).*/\1/p')
   fi
-  # The modules name the Go they need; an older local Go fetches it from
-  # the module proxy.
-  export GOTOOLCHAIN=${GOTOOLCHAIN:-auto} GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0
+  if [ "${minor:-0}" -ge 21 ]; then
+    # Go 1.21 or later: it fetches the toolchain a go.mod asks for.
+    export GOTOOLCHAIN=${GOTOOLCHAIN:-auto}
+  else
+    local arch goroot
+    arch=$(uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/')
+    goroot=$cache/go-$GO_VERSION/golang.org/toolchain@v0.0.1-go$GO_VERSION.linux-$arch
+    if [ ! -x "$goroot/bin/go" ]; then
+      say "fetching Go $GO_VERSION from the Go module proxy"
+      command -v unzip >/dev/null 2>&1 || {
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends unzip curl ca-certificates >/dev/null
+      }
+      rm -rf "$cache/go-$GO_VERSION.tmp"
+      mkdir -p "$cache/go-$GO_VERSION.tmp"
+      curl -fsSL -o "$cache/go-$GO_VERSION.tmp/go.zip" \
+        "https://proxy.golang.org/golang.org/toolchain/@v/v0.0.1-go$GO_VERSION.linux-$arch.zip"
+      (cd "$cache/go-$GO_VERSION.tmp" && unzip -q go.zip && rm go.zip)
+      rm -rf "$cache/go-$GO_VERSION"
+      mv "$cache/go-$GO_VERSION.tmp" "$cache/go-$GO_VERSION"
+    fi
+    export PATH=$goroot/bin:$PATH GOROOT=$goroot GOTOOLCHAIN=local
+  fi
+  export GOFLAGS="${GOFLAGS:-} -trimpath" CGO_ENABLED=0
 }
 
 # The bpg provider, as <mirror>/registry.terraform.io/bpg/proxmox/<v>/<os>_<arch>/.

@@ -110,7 +110,11 @@ if [ -z "$terraform" ]; then
     # leaves them out. The go.mod of tftest/terraform-build requires each
     # at the release's commit instead; every other version is Terraform's.
     cp "$here/terraform-build/go.mod" "$here/terraform-build/go.sum" "$terraform_dir.tmp/"
-    (cd "$terraform_dir.tmp" && nice -n 10 go build -mod=readonly -o bin/terraform github.com/hashicorp/terraform)
+    # version.dev=no is what Terraform's release builds set: without it the
+    # binary calls itself 1.11.4-dev.
+    (cd "$terraform_dir.tmp" && nice -n 10 go build -mod=readonly \
+      -ldflags "-X github.com/hashicorp/terraform/version.dev=no" \
+      -o bin/terraform github.com/hashicorp/terraform)
     rm -rf "$terraform_dir"
     mv "$terraform_dir.tmp" "$terraform_dir"
     say "built terraform $TERRAFORM_VERSION in $(( $(date +%s) - started ))s"

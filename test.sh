@@ -72,4 +72,10 @@ if [ "$(id -u)" = 0 ]; then
   oracles/cloud-init-run --build-root
 fi
 
+# Terraform and the bpg Terraform provider for the Terraform checks (README.md,
+# "Terraform checks"): built once per version, then cached.
+if [ -z "${FABRIC_TERRAFORM:-}" ]; then
+  eval "$(tftest/tools.sh)"
+fi
+
 exec cargo test --workspace --locked "$@"

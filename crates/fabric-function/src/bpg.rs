@@ -14,12 +14,16 @@
 //! Clone, initialization and the snippet's content are create-time only
 //! (changing them later wedges the resource), so they go in
 //! `spec.initProvider`, which the provider reads at create and ignores after.
+//!
+//! The provider hands both parameter blocks to Terraform as a template, so
+//! every string in them is escaped ([`crate::terraform_template`]).
 
 use fabric_model::status::Phase;
 use serde_json::{Map, Value as Json};
 
 use crate::observed::{as_u32, guest_addresses, Observed};
 use crate::plan::{Plan, Scope};
+use crate::terraform_template;
 use crate::{Composed, Desired};
 
 /// Composition name of the user-data snippet.
@@ -110,12 +114,14 @@ pub fn compose(plan: &Plan, observed: &Observed) -> Composed {
     // A VM keeps the file ids it was created with: they are create-time
     // only, and a VM that exists must stay in desired state even if a
     // snippet is momentarily not Ready. One created before Fabric uploaded
-    // meta-data and network-config keeps reading Proxmox's own.
+    // meta-data and network-config keeps reading Proxmox's own. The
+    // observed spec holds the ids as composed, escaped; they are escaped
+    // again with the rest of the VM.
     let file_ids: Vec<(&'static str, String)> = match vm {
         Some(v) => {
             let created = |field: &str| {
                 v.field(&format!("/spec/initProvider/initialization/0/{field}"))
-                    .and_then(|v| v.as_str().map(str::to_string))
+                    .and_then(|v| v.as_str().map(terraform_template::unescape))
             };
             let user = created("userDataFileId")
                 .or_else(|| user_data_reported.clone())
@@ -208,9 +214,10 @@ fn text(s: &str) -> Json {
     Json::String(s.to_string())
 }
 
-/// The EnvironmentFile holding one cloud-init file as a snippet.
+/// The EnvironmentFile holding one cloud-init file as a snippet, escaped
+/// for Terraform.
 pub fn snippet_object(plan: &Plan, file_name: &str, content: &str) -> Json {
-    obj([
+    terraform_template::escape_parameters(obj([
         ("apiVersion", text(file_api_version(plan.scope))),
         ("kind", text("EnvironmentFile")),
         (
@@ -237,11 +244,12 @@ pub fn snippet_object(plan: &Plan, file_name: &str, content: &str) -> Json {
                 ),
             ]),
         ),
-    ])
+    ]))
 }
 
 /// The EnvironmentVM cloned from the template, reading the snippets named
-/// by `file_ids` (`initialization[0]` field, volume id).
+/// by `file_ids` (`initialization[0]` field, volume id as Proxmox names
+/// it, unescaped); escaped for Terraform.
 pub fn vm_object(plan: &Plan, file_ids: &[(&str, String)]) -> Json {
     let mut nic = Map::new();
     nic.insert("bridge".into(), text(&plan.bridge));
@@ -270,7 +278,7 @@ pub fn vm_object(plan: &Plan, file_ids: &[(&str, String)]) -> Json {
     }
 
     let tags = Json::Array(plan.tags.iter().map(|t| text(t)).collect());
-    obj([
+    terraform_template::escape_parameters(obj([
         ("apiVersion", text(vm_api_version(plan.scope))),
         ("kind", text("EnvironmentVM")),
         (
@@ -328,7 +336,7 @@ pub fn vm_object(plan: &Plan, file_ids: &[(&str, String)]) -> Json {
                 ),
             ]),
         ),
-    ])
+    ]))
 }
 
 /// `initialization[0].ipConfig[0]`: the static addresses, or DHCP.

@@ -30,6 +30,7 @@ pub mod memo;
 pub mod observed;
 pub mod plan;
 pub mod terraform;
+pub mod terraform_template;
 pub mod xrd;
 
 use std::fmt;

@@ -9,12 +9,19 @@
 //! in `varmap`; nothing secret is a variable. Create-time-only attributes
 //! are listed in `lifecycle.ignore_changes`, the Terraform counterpart of
 //! `initProvider`.
+//!
+//! Terraform reads every string of the module as a template, so every
+//! literal taken from the plan is escaped ([`crate::terraform_template`]);
+//! the `${var.…}` and resource references are the module's own expressions.
+//! `varmap` values are variable values, which Terraform does not template:
+//! they stay as they are.
 
 use fabric_model::status::Phase;
 use serde_json::{json, Map, Value as Json};
 
 use crate::observed::{as_u32, guest_addresses, Observed};
 use crate::plan::{Plan, Scope};
+use crate::terraform_template::escape;
 use crate::{Composed, Desired};
 
 /// Composition name of the workspace.
@@ -97,11 +104,21 @@ pub fn variables(plan: &Plan) -> Json {
     Json::Object(v)
 }
 
-/// Terraform's JSON syntax reads every string as a template: `${` and `%{`
-/// in literal text must be doubled to mean themselves.
-pub fn escape_template(text: &str) -> String {
-    text.replace("${", "$${").replace("%{", "%%{")
-}
+/// Every attribute of `network_device`'s object type in
+/// bpg/terraform-provider-proxmox 0.111.1.
+const NETWORK_DEVICE_ATTRIBUTES: [&str; 11] = [
+    "bridge",
+    "disconnected",
+    "enabled",
+    "firewall",
+    "mac_address",
+    "model",
+    "mtu",
+    "queues",
+    "rate_limit",
+    "trunks",
+    "vlan_id",
+];
 
 /// The root module, as main.tf.json.
 pub fn module(plan: &Plan) -> Json {
@@ -122,21 +139,29 @@ pub fn module(plan: &Plan) -> Json {
     .into_iter()
     .collect();
 
-    let mut nic = Map::new();
+    // `network_device` is an attribute of type list(object) in the
+    // provider's schema (SDK ConfigModeAttr), not a block: in JSON it is a
+    // list, and each object names every attribute of the type, null for
+    // those left to the provider's defaults. `terraform validate` against
+    // the provider (tftest/) checks this list.
+    let mut nic: Map<String, Json> = NETWORK_DEVICE_ATTRIBUTES
+        .iter()
+        .map(|a| (a.to_string(), Json::Null))
+        .collect();
     nic.insert("bridge".into(), json!("${var.bridge}"));
     nic.insert("model".into(), json!("virtio"));
     if let Some(vlan) = plan.vlan {
         nic.insert("vlan_id".into(), json!(vlan));
     }
     if let Some(mac) = &plan.mac {
-        nic.insert("mac_address".into(), json!(mac));
+        nic.insert("mac_address".into(), json!(escape(mac)));
     }
 
     let addr = |a: &str, gw: &Option<String>| {
         let mut m = Map::new();
-        m.insert("address".into(), json!(a));
+        m.insert("address".into(), json!(escape(a)));
         if let Some(g) = gw {
-            m.insert("gateway".into(), json!(g));
+            m.insert("gateway".into(), json!(escape(g)));
         }
         Json::Object(m)
     };
@@ -162,8 +187,8 @@ pub fn module(plan: &Plan) -> Json {
                 "datastore_id": "${var.snippet_datastore_id}",
                 "node_name": "${var.node_name}",
                 "source_raw": {
-                    "data": escape_template(content),
-                    "file_name": escape_template(&file_name),
+                    "data": escape(content),
+                    "file_name": escape(&file_name),
                 },
                 "lifecycle": {"ignore_changes": ["source_raw"]},
             }),
@@ -188,10 +213,14 @@ pub fn module(plan: &Plan) -> Json {
     if plan.network_config.is_none() && (!plan.dns.is_empty() || !plan.search_domains.is_empty()) {
         let mut dns = Map::new();
         if !plan.dns.is_empty() {
-            dns.insert("servers".into(), json!(plan.dns));
+            let servers: Vec<String> = plan.dns.iter().map(|d| escape(d)).collect();
+            dns.insert("servers".into(), json!(servers));
         }
         if !plan.search_domains.is_empty() {
-            dns.insert("domain".into(), json!(plan.search_domains.join(" ")));
+            dns.insert(
+                "domain".into(),
+                json!(escape(&plan.search_domains.join(" "))),
+            );
         }
         init.insert("dns".into(), Json::Object(dns));
     }
@@ -209,7 +238,7 @@ pub fn module(plan: &Plan) -> Json {
                 "machine": {
                     "name": "${var.vm_name}",
                     "node_name": "${var.node_name}",
-                    "description": escape_template(&plan.description()),
+                    "description": escape(&plan.description()),
                     "tags": "${var.tags}",
                     "on_boot": true,
                     "started": true,
@@ -229,7 +258,7 @@ pub fn module(plan: &Plan) -> Json {
                         "datastore_id": "${var.datastore_id}",
                         "size": "${var.disk_gib}",
                     },
-                    "network_device": Json::Object(nic),
+                    "network_device": [Json::Object(nic)],
                     "initialization": Json::Object(init),
                     "lifecycle": {"ignore_changes": ["clone", "initialization"]},
                 },
@@ -242,18 +271,4 @@ pub fn module(plan: &Plan) -> Json {
             "user_data_file_id": {"value": "${proxmox_virtual_environment_file.user_data.id}"},
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::escape_template;
-
-    #[test]
-    fn template_sequences_in_literal_text_are_doubled() {
-        assert_eq!(
-            escape_template("echo ${HOME} %{x} $x %y"),
-            "echo $${HOME} %%{x} $x %y"
-        );
-        assert_eq!(escape_template("plain"), "plain");
-    }
 }

@@ -1,6 +1,7 @@
 //! The function as a pure call: what it composes, in which order, and what
 //! it refuses. The gRPC tests drive the same `run` over the wire.
 
+use fabric_function::terraform_template::escape;
 use fabric_function::{bpg, keys, run, terraform};
 use function_sdk_rust::proto::v1::{Ready, Resource, Severity};
 use function_sdk_rust::resource::json_to_struct;
@@ -32,7 +33,8 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     let xr = machine();
     let input = input("bpg");
 
-    // 1. Nothing exists: only the snippet, holding exactly fabric render's user-data.
+    // 1. Nothing exists: only the snippet, holding exactly fabric render's
+    // user-data, escaped as the provider's Terraform must read it.
     let rsp = run(&request(&xr, Some(&input), &[]));
     let first = rsp.clone();
     assert_eq!(fatal(&rsp), None);
@@ -50,7 +52,7 @@ fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     assert_eq!(snippet["spec"]["forProvider"]["nodeName"], "pve1");
     assert_eq!(
         snippet["spec"]["initProvider"]["sourceRaw"][0]["data"],
-        rendered_user_data(&xr, None)
+        escape(&rendered_user_data(&xr, None))
     );
     let file_name = snippet["spec"]["initProvider"]["sourceRaw"][0]["fileName"]
         .as_str()
@@ -355,8 +357,8 @@ fn terraform_composes_one_inline_json_workspace_with_the_same_content() {
     let file = &module["resource"]["proxmox_virtual_environment_file"]["user_data"];
     let data = file["source_raw"]["data"].as_str().unwrap_or_default();
     assert_eq!(
-        data.replace("$${", "${").replace("%%{", "%{"),
-        rendered_user_data(&xr, None),
+        data,
+        escape(&rendered_user_data(&xr, None)),
         "the same user-data as bpg, template sequences escaped"
     );
     assert_eq!(file["content_type"], "snippets");
@@ -381,7 +383,7 @@ fn terraform_composes_one_inline_json_workspace_with_the_same_content() {
         );
     }
     assert!(vm["initialization"].get("ip_config").is_none());
-    assert_eq!(vm["network_device"]["vlan_id"], json!(20));
+    assert_eq!(vm["network_device"][0]["vlan_id"], json!(20));
     assert_eq!(
         vm["lifecycle"]["ignore_changes"],
         json!(["clone", "initialization"])
@@ -540,7 +542,7 @@ fn the_secret_flow_asks_reads_only_the_own_namespace_and_composes_after() {
         .clone();
     assert_eq!(
         data,
-        json!(rendered_user_data(&xr, Some(&secret_key_line())))
+        json!(escape(&rendered_user_data(&xr, Some(&secret_key_line()))))
     );
     assert!(data.as_str().unwrap_or_default().contains(SECRET_KEY_BODY));
     assert!(rsp

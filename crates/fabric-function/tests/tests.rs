@@ -7,4 +7,5 @@ mod support;
 mod flows;
 mod grpc;
 mod props;
+mod terraform_reads;
 mod xrd;

@@ -307,39 +307,41 @@ fn stages(label: &str, xr: &Json, input: &Json, secrets: &[Json]) -> Vec<Case> {
         ));
         return cases;
     }
-    let snippet = desired(&rsp, bpg::SNIPPET).unwrap_or_else(|| panic!("{label}: no snippet"));
-    let datastore = as_terraform_reads(
-        snippet["spec"]["forProvider"]["datastoreId"]
-            .as_str()
-            .unwrap_or_default(),
-    );
-    let file = as_terraform_reads(
-        snippet["spec"]["initProvider"]["sourceRaw"][0]["fileName"]
-            .as_str()
-            .unwrap_or_default(),
-    );
-    let snippet_ready = observed_ready(
-        &snippet,
-        json!({"id": format!("{datastore}:snippets/{file}")}),
-    );
+    // Every snippet the function composed, observed Ready with the volume
+    // id Proxmox would give it: the VM comes only once all are.
+    let snippets: Vec<(String, Json)> = SNIPPETS
+        .iter()
+        .filter_map(|name| desired(&rsp, name).map(|s| (*name, s)))
+        .map(|(name, snippet)| {
+            let datastore = as_terraform_reads(
+                snippet["spec"]["forProvider"]["datastoreId"]
+                    .as_str()
+                    .unwrap_or_default(),
+            );
+            let file = as_terraform_reads(
+                snippet["spec"]["initProvider"]["sourceRaw"][0]["fileName"]
+                    .as_str()
+                    .unwrap_or_default(),
+            );
+            let ready = observed_ready(
+                &snippet,
+                json!({"id": format!("{datastore}:snippets/{file}")}),
+            );
+            (name.to_string(), ready)
+        })
+        .collect();
+    assert!(!snippets.is_empty(), "{label}: no snippet");
     cases.push(first);
-    let second = case(
-        "snippet ready",
-        vec![(bpg::SNIPPET.into(), snippet_ready.clone())],
-    );
+    let second = case("snippets ready", snippets.clone());
     let rsp = compose(&second);
     let vm = desired(&rsp, bpg::VM).unwrap_or_else(|| panic!("{}: no VM", second.label));
     cases.push(second);
-    cases.push(case(
-        "VM ready",
-        vec![
-            (bpg::SNIPPET.into(), snippet_ready),
-            (
-                bpg::VM.into(),
-                observed_ready(&vm, json!({"id": "104", "vmId": 104})),
-            ),
-        ],
+    let mut vm_ready = snippets;
+    vm_ready.push((
+        bpg::VM.into(),
+        observed_ready(&vm, json!({"id": "104", "vmId": 104})),
     ));
+    cases.push(case("VM ready", vm_ready));
     cases
 }
 
@@ -427,6 +429,38 @@ fn example_cases() -> Vec<Case> {
 
 /// The user-data `fabric render` gives for the case's machine, computed
 /// here from the Machine, its keys and the input, not from the function.
+/// The composed snippets of backend bpg, by composition name.
+const SNIPPETS: [&str; 3] = [bpg::SNIPPET, bpg::META_DATA, bpg::NETWORK_CONFIG];
+
+/// What the VM must receive in each snippet, rendered independently of the
+/// function, by composition name.
+fn rendered_files(case: &Case) -> Vec<(&'static str, String)> {
+    let machine = fabric_model::Machine::from_json(&case.xr).unwrap_or_else(|d| panic!("{d:?}"));
+    let mut files = vec![
+        (bpg::SNIPPET, rendered_user_data(case)),
+        (
+            bpg::META_DATA,
+            fabric_cloudinit::render_meta_data(&machine)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.label)),
+        ),
+    ];
+    if let Some(n) = fabric_cloudinit::render_network_config(&machine)
+        .unwrap_or_else(|e| panic!("{}: {e}", case.label))
+    {
+        files.push((bpg::NETWORK_CONFIG, n));
+    }
+    files
+}
+
+/// The rendered content of the snippet composed as `name`.
+fn rendered_file<'a>(files: &'a [(&str, String)], name: &str, label: &str) -> &'a str {
+    files
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, c)| c.as_str())
+        .unwrap_or_else(|| panic!("{label}: composed a {name} snippet that render does not write"))
+}
+
 fn rendered_user_data(case: &Case) -> String {
     use base64::Engine;
     let machine = fabric_model::Machine::from_json(&case.xr).unwrap_or_else(|d| panic!("{d:?}"));
@@ -515,9 +549,9 @@ impl Reading {
         let id = format!("c{}", self.cases);
         self.cases += 1;
         assert_eq!(fatal(rsp), None, "{}", case.label);
-        let user_data = rendered_user_data(case);
+        let files = rendered_files(case);
         let mut composed = 0;
-        for name in [bpg::SNIPPET, bpg::VM] {
+        for name in [bpg::SNIPPET, bpg::META_DATA, bpg::NETWORK_CONFIG, bpg::VM] {
             let Some(object) = desired(rsp, name) else {
                 continue;
             };
@@ -526,8 +560,8 @@ impl Reading {
             let params = merged_parameters(&object);
             let resource = format!("{id}_{}", name.replace('-', "_"));
             let mut want = literal_value(&params);
-            if name == bpg::SNIPPET {
-                want["sourceRaw"][0]["data"] = json!(user_data);
+            if name != bpg::VM {
+                want["sourceRaw"][0]["data"] = json!(rendered_file(&files, name, &case.label));
             }
             self.section("resource")
                 .entry("terraform_data")
@@ -544,7 +578,7 @@ impl Reading {
         }
         if let Some(ws) = desired(rsp, terraform::WORKSPACE) {
             composed += 1;
-            self.add_workspace(&id, case, &ws, &user_data);
+            self.add_workspace(&id, case, &ws, &files);
         }
         assert!(composed > 0, "{}: composed nothing", case.label);
     }
@@ -553,7 +587,7 @@ impl Reading {
     /// `terraform_data` with the same arguments; its varmap as the values
     /// of root variables set from a `.tfvars.json` file, as
     /// provider-terraform passes them.
-    fn add_workspace(&mut self, id: &str, case: &Case, ws: &Json, user_data: &str) {
+    fn add_workspace(&mut self, id: &str, case: &Case, ws: &Json, files: &[(&str, String)]) {
         let fp = &ws["spec"]["forProvider"];
         let module: Json = serde_json::from_str(fp["module"].as_str().unwrap_or_default())
             .unwrap_or_else(|e| panic!("{}: module is not JSON: {e}", case.label));
@@ -615,7 +649,8 @@ impl Reading {
                 }
                 let mut want = expected(&args, &varmap);
                 if ty == "proxmox_virtual_environment_file" {
-                    want["source_raw"]["data"] = json!(user_data);
+                    want["source_raw"]["data"] =
+                        json!(rendered_file(files, &name.replace('_', "-"), &case.label));
                 }
                 let resource = format!("{ty}__{name}");
                 let mut input = args;
@@ -855,7 +890,7 @@ fn every_init_provider_field_is_under_upjets_ignore_changes() {
     let mut checked = 0;
     for case in example_cases() {
         let rsp = compose(&case);
-        for name in [bpg::SNIPPET, bpg::VM] {
+        for name in [bpg::SNIPPET, bpg::META_DATA, bpg::NETWORK_CONFIG, bpg::VM] {
             let Some(object) = desired(&rsp, name) else {
                 continue;
             };

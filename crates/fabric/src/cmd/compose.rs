@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use fabric_model::machine::{parse_node, ParseMode, Parsed};
-use fabric_model::source;
+use fabric_model::source::{self, Node};
 use function_sdk_rust::proto::v1::{
     resource_selector, RequestMeta, Resource, Resources, RunFunctionRequest, RunFunctionResponse,
     Severity, State, Status as ConditionStatus,
@@ -13,7 +13,7 @@ use function_sdk_rust::proto::v1::{
 use function_sdk_rust::resource::{json_to_struct, struct_to_json};
 use serde_json::{json, Value as Json};
 
-use crate::exit::{self, read_text, Unusable};
+use crate::exit::{self, read_text, read_yaml, Unusable};
 
 /// The annotation Crossplane (and `crossplane render`) uses for a composed
 /// resource's composition name.
@@ -121,17 +121,31 @@ pub fn run(args: Args) -> ExitCode {
             report(&rsp, &args.xr)
         }
         Err(FileError { code, message }) => {
-            eprintln!("fabric compose: {message}");
+            // Already `FILE[:LINE:COL]: what (what to do)`, as in every command.
+            eprintln!("{message}");
             ExitCode::from(code)
         }
     }
 }
 
+/// A file's documents, read by the reader every command uses (so a file
+/// that is not YAML is refused the same way, `FILE:LINE:COL`, exit 2), then
+/// as JSON values for the function, which wants numbers and booleans typed.
 fn read_docs(path: &Path) -> Result<Vec<Json>, FileError> {
+    read_both(path).map(|(_, docs)| docs)
+}
+
+/// [`read_docs`], and the documents with their positions.
+fn read_both(path: &Path) -> Result<(Vec<Node>, Vec<Json>), FileError> {
+    let nodes = read_yaml(path)?;
     let text = read_text(path)?;
-    let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text)
-        .map_err(|e| FileError::invalid(format!("{}: invalid YAML: {e}", path.display())))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text).map_err(|e| {
+        // The reader above accepted it; the second parser may still differ.
+        FileError::unusable(
+            Unusable::new(path.display().to_string(), format!("invalid YAML: {e}")).to_string(),
+        )
+    })?;
+    Ok((nodes, docs.into_iter().filter(|d| !d.is_null()).collect()))
 }
 
 fn kind(doc: &Json) -> Option<&str> {
@@ -198,13 +212,23 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         }
     }
     let mut secrets = Vec::new();
+    let mut secret_files = Vec::new();
     for path in &args.secret {
-        secrets.extend(
-            read_docs(path)?
-                .into_iter()
-                .filter(|d| kind(d) == Some("Secret")),
-        );
+        let (nodes, docs) = read_both(path)?;
+        let before = secrets.len();
+        secrets.extend(docs.into_iter().filter(|d| kind(d) == Some("Secret")));
+        if secrets.len() == before {
+            return Err(FileError::unusable(
+                Unusable::new(
+                    path.display().to_string(),
+                    "holds no Secret (--secret takes a file of kind: Secret manifests)",
+                )
+                .to_string(),
+            ));
+        }
+        secret_files.push((path.display().to_string(), nodes));
     }
+    not_the_machines_secrets(&xr, &secret_files);
 
     let mut req = RunFunctionRequest {
         meta: Some(RequestMeta {
@@ -226,24 +250,34 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         };
         let mut answered = std::collections::HashMap::new();
         for (name, sel) in &requirements.resources {
+            let Some(resource_selector::Match::MatchName(wanted)) = &sel.r#match else {
+                answered.insert(name.clone(), Resources::default());
+                continue;
+            };
+            // The model's rule, which render and seed use too: by name and
+            // namespace, a Secret without one being in the machine's.
             let items = secrets
                 .iter()
-                .chain(std::iter::empty())
                 .filter(|d| {
                     d.get("apiVersion").and_then(Json::as_str) == Some(sel.api_version.as_str())
                         && kind(d) == Some(sel.kind.as_str())
-                        && sel.namespace.as_deref().is_none_or(|ns| {
-                            d.pointer("/metadata/namespace").and_then(Json::as_str) == Some(ns)
-                        })
-                        && match &sel.r#match {
-                            Some(resource_selector::Match::MatchName(n)) => {
-                                d.pointer("/metadata/name").and_then(Json::as_str)
-                                    == Some(n.as_str())
-                            }
-                            _ => false,
-                        }
+                        && fabric_model::secret::is_machine_secret(
+                            &Node::from_json(d),
+                            wanted,
+                            sel.namespace.as_deref(),
+                        )
                 })
-                .map(resource)
+                .map(|d| {
+                    // As `kubectl apply` would place it: in the namespace asked.
+                    let mut d = d.clone();
+                    if let (Some(ns), Some(meta)) = (
+                        &sel.namespace,
+                        d.get_mut("metadata").and_then(Json::as_object_mut),
+                    ) {
+                        meta.entry("namespace").or_insert_with(|| json!(ns));
+                    }
+                    resource(&d)
+                })
                 .collect();
             answered.insert(name.clone(), Resources { items });
         }
@@ -285,6 +319,26 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         out.push_str(&yaml);
     }
     Ok((rsp, out))
+}
+
+/// Names, on stderr, each --secret file that holds none of the Secret the
+/// machine names, with what it holds instead: the function then waits for
+/// keys, and the file to fix is one of these.
+fn not_the_machines_secrets(xr: &Json, files: &[(String, Vec<Node>)]) {
+    let Ok(machine) = fabric_model::Machine::from_json(xr) else {
+        return;
+    };
+    let mut missing = Vec::new();
+    for (file, nodes) in files {
+        match fabric_model::secret::keys_for_machine(nodes, &machine) {
+            Err(fabric_model::secret::KeysError::NotInFile(d)) => missing.push(d.located(file)),
+            // Found (or not needed, or refused by the function anyway).
+            _ => return,
+        }
+    }
+    for line in missing {
+        eprintln!("{line}");
+    }
 }
 
 /// Keys sorted (a Struct keeps no order), with apiVersion, kind, metadata,

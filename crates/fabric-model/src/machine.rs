@@ -69,10 +69,11 @@ pub const CROSSPLANE_SPEC_FIELDS: [&str; 11] = [
 ];
 
 /// The fields whose positions a [`Machine`] keeps after validation.
-pub const KEPT_POSITIONS: [&str; 6] = [
+pub const KEPT_POSITIONS: [&str; 7] = [
     "metadata.name",
     "spec.hostname",
     "spec.domain",
+    "spec.network.macAddress",
     "spec.network.ip",
     "spec.network.ipv6.address",
     "spec.nix.flakeRef",

@@ -735,11 +735,15 @@ fn agent_once_failures() {
     f.commit(&Gen::new("v1"));
     f.write_target(0o644);
     expect_cmd(0, &mut converge(&f, &["bootstrap"]));
-    // 1: the head was rejected (its build failed).
+    // 1: the head was rejected (its build failed). A run error goes to
+    // stderr only, as bootstrap's do; stdout is for reports.
     f.commit(&Gen::new("v2").broken());
-    has(
-        &expect_cmd(1, &mut converge(&f, &["agent", "--once"])),
-        "rejected ",
+    let out = expect_cmd(1, &mut converge(&f, &["agent", "--once"]));
+    assert!(
+        text(&out.stderr).contains("fabric agent: rejected ") && out.stdout.is_empty(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
     );
     // 0: the head was rejected before, and is not tried again.
     has(

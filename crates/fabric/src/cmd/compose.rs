@@ -148,6 +148,15 @@ fn read_both(path: &Path) -> Result<(Vec<Node>, Vec<Json>), FileError> {
     Ok((nodes, docs.into_iter().filter(|d| !d.is_null()).collect()))
 }
 
+/// "an EnvironmentFile", "a Secret".
+fn with_article(word: &str) -> String {
+    let vowel = word
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {word}", if vowel { "an" } else { "a" })
+}
+
 fn kind(doc: &Json) -> Option<&str> {
     doc.get("kind").and_then(Json::as_str)
 }
@@ -202,9 +211,9 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
                 .and_then(Json::as_str)
                 .ok_or_else(|| {
                     FileError::invalid(format!(
-                        "{}: a {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
+                        "{}: {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
                         path.display(),
-                        kind(&doc).unwrap_or("document")
+                        with_article(kind(&doc).unwrap_or("document"))
                     ))
                 })?
                 .to_string();
@@ -551,6 +560,12 @@ mod tests {
         assert!(
             matches!(compose(&a), Err(FileError { code: 2, message: m }) if m.contains("holds no fabric.kubelize.io/v1beta1 Input"))
         );
+    }
+
+    #[test]
+    fn kinds_take_their_article() {
+        assert_eq!(with_article("EnvironmentFile"), "an EnvironmentFile");
+        assert_eq!(with_article("Secret"), "a Secret");
     }
 
     #[test]

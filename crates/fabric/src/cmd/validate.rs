@@ -21,8 +21,8 @@ use crate::machines;
 /// e.g. `dns01.yaml:14:14: spec.network.gateway: 10.0.2.1 is outside
 /// 10.0.1.0/24 (an address inside 10.0.1.0/24, or a different ip/cidr)`.
 ///
-/// Across machines it finds hostnames (and so FQDNs) and static IPv4/IPv6
-/// addresses used twice, naming every file involved. All problems are
+/// Across machines it finds hostnames (and so FQDNs), static IPv4/IPv6
+/// addresses and MAC addresses used twice, naming every file involved. All problems are
 /// collected before anything is reported.
 ///
 /// Every path named must hold at least one Machine, so that a mistyped or
@@ -30,14 +30,12 @@ use crate::machines;
 /// --allow-empty accepts a path without any.
 ///
 /// Exit status: 0 every machine is valid (warnings allowed); 1 a problem
-/// was found (invalid YAML, an invalid field, a fleet conflict); 2 a path
-/// does not exist, cannot be read, is over 4 MiB, is not UTF-8 text, or
-/// holds no Machine (without --allow-empty). Every problem is printed
+/// was found (an invalid field, a fleet conflict); 2 a path does not
+/// exist, cannot be read, is over 4 MiB, is not UTF-8 text, is not YAML,
+/// or holds no Machine (without --allow-empty). Every problem is printed
 /// first.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
-)]
+#[command(after_help = after_help())]
 pub struct Args {
     /// Machine manifests, or directories to search for them.
     #[arg(required = true, value_name = "PATH")]
@@ -51,6 +49,18 @@ pub struct Args {
     /// Output format: text lines, or one JSON document for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// What `fabric validate` prints for examples/machines/dns01.yaml with its
+/// gateway changed to 10.0.2.1. The README shows the same line; a test
+/// checks that both show this one, and that validate prints it.
+pub const GATEWAY_EXAMPLE: &str = "dns01.yaml:18:14: spec.network.gateway: 10.0.2.1 is outside 10.0.1.0/24 (an address inside 10.0.1.0/24, or a different ip/cidr)";
+
+fn after_help() -> String {
+    format!(
+        "A problem, e.g. examples/machines/dns01.yaml with gateway: 10.0.2.1:\n  {GATEWAY_EXAMPLE}\n\n\
+         Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
+    )
 }
 
 /// Output formats.

@@ -14,12 +14,11 @@ use crate::machines;
 ///
 /// Reads every file given, and every *.yaml / *.yml file under every
 /// directory given. Documents that are not Machines (Secrets, Compositions,
-/// ...) are skipped. Each problem is printed on stdout as
+/// ...) are skipped. Each problem is printed on stdout as one line,
 ///
 ///   FILE:LINE:COL: FIELD.PATH: what is wrong (what would be right)
 ///
-/// e.g. `dns01.yaml:14:14: spec.network.gateway: 10.0.2.1 is outside
-/// 10.0.1.0/24 (an address inside 10.0.1.0/24, or a different ip/cidr)`.
+/// (an example is below).
 ///
 /// Across machines it finds hostnames (and so FQDNs), static IPv4/IPv6
 /// addresses and MAC addresses used twice, naming every file involved. All problems are
@@ -102,6 +101,8 @@ pub fn run(args: Args) -> ExitCode {
         let files = match n.files {
             Ok(f) => f,
             Err(u) => {
+                // Named, so counted: the summary says it could not be read.
+                found_files += 1;
                 unreadable.push(u.file.clone());
                 problems.push(Problem::unusable(u));
                 continue;

@@ -293,8 +293,13 @@ pub fn read_stream(text: &str) -> Result<Vec<Parsed>, Diagnostic> {
 
 /// A YAML syntax error as a diagnostic.
 pub fn syntax_diagnostic(e: source::SyntaxError) -> Diagnostic {
+    let message = if e.is_refused_yaml() {
+        e.message.clone()
+    } else {
+        format!("invalid YAML: {}", e.message)
+    };
     let hint = e.hint.unwrap_or_else(|| "fix the YAML syntax".into());
-    Diagnostic::error("", Some(e.pos), format!("invalid YAML: {}", e.message)).hint(hint)
+    Diagnostic::error("", Some(e.pos), message).hint(hint)
 }
 
 /// Reads many YAML streams, on every core: a fleet's files are independent,

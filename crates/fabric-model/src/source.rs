@@ -391,6 +391,12 @@ pub struct SyntaxError {
 }
 
 impl SyntaxError {
+    /// Valid YAML that Fabric refuses (anchors, aliases), rather than text
+    /// that is not YAML.
+    pub fn is_refused_yaml(&self) -> bool {
+        self.hint.as_deref() == Some(ANCHOR_HINT)
+    }
+
     fn at(pos: Pos, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use fabric_model::machine::{parse_node, ParseMode, Parsed};
-use fabric_model::source::{self, Node};
+use fabric_model::source::Node;
 use function_sdk_rust::proto::v1::{
     resource_selector, RequestMeta, Resource, Resources, RunFunctionRequest, RunFunctionResponse,
     Severity, State, Status as ConditionStatus,
@@ -386,17 +386,28 @@ fn resource(doc: &Json) -> Resource {
 
 /// Results and status to stderr; the exit status from the results.
 fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
+    let refused = exit_status(rsp) == exit::FAILED;
+    // The function has no positions; the file does. When the XR's own
+    // problems can be located, they replace the Fatal result that states
+    // them again: one line per problem.
+    let located = if refused {
+        located_diagnostics(xr_path)
+    } else {
+        Vec::new()
+    };
     for r in &rsp.results {
         let severity = match Severity::try_from(r.severity) {
+            Ok(Severity::Fatal) if !located.is_empty() => continue,
             Ok(Severity::Fatal) => "fatal",
             Ok(Severity::Warning) => "warning",
             _ => "normal",
         };
         eprintln!("{severity}: {}", r.message);
     }
-    if exit_status(rsp) == exit::FAILED {
-        // The same diagnostics again, located in the file this time.
-        located_diagnostics(xr_path);
+    if refused {
+        for line in located {
+            eprintln!("{line}");
+        }
         return ExitCode::from(exit::FAILED);
     }
     let status = rsp
@@ -438,22 +449,25 @@ fn exit_status(rsp: &RunFunctionResponse) -> u8 {
     }
 }
 
-/// Prints the XR's validation errors with FILE:LINE:COL, when the file can
-/// be read and parsed (the function has no positions; the file does).
-fn located_diagnostics(path: &Path) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
+/// The XR's validation errors with FILE:LINE:COL, when the file can be
+/// read and parsed.
+fn located_diagnostics(path: &Path) -> Vec<String> {
+    let Ok(docs) = read_yaml(path) else {
+        return Vec::new();
     };
-    let Ok(docs) = source::parse_yaml(&text) else {
-        return;
-    };
+    let file = path.display().to_string();
+    let mut lines = Vec::new();
     for doc in docs {
         if let Parsed::Invalid(diags) = parse_node(doc, ParseMode::Observed) {
-            for d in diags.iter().filter(|d| d.is_error()) {
-                eprintln!("{}", d.located(&path.display().to_string()));
-            }
+            lines.extend(
+                diags
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.located(&file)),
+            );
         }
     }
+    lines
 }
 
 #[cfg(test)]

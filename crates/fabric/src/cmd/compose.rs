@@ -39,9 +39,10 @@ const MAX_REQUIREMENT_ROUNDS: usize = 5;
 /// like the output).
 ///
 /// Exit status: 0 composed, or waiting (e.g. for a Secret); 1 a Fatal
-/// result (an invalid Machine or Input), invalid YAML, or an observed
-/// resource without its annotation; 2 a file does not exist, cannot be
-/// read, is not UTF-8 text, or holds no Machine (--input: no Input).
+/// result (an invalid Machine or Input), or an observed resource without
+/// its annotation; 2 a file does not exist, cannot be read, is not UTF-8
+/// text, is not YAML, or holds no Machine (--input: no Input; --secret: no
+/// Secret).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     fabric compose example/xr.yaml --input example/composition.yaml\n  \
@@ -66,7 +67,8 @@ pub struct Args {
 
     /// Secrets the function may ask for (the Machine's
     /// spec.bootstrap.sshAuthorizedKeysSecretRef). Only a Secret in the
-    /// Machine's own namespace is used. Repeatable.
+    /// Machine's own namespace is used; one without metadata.namespace is
+    /// placed there, as kubectl apply would. Repeatable.
     #[arg(long, value_name = "SECRET.yaml")]
     pub secret: Vec<PathBuf>,
 }

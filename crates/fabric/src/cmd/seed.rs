@@ -9,7 +9,7 @@ use crate::output::write_file;
 
 /// Write a NoCloud seed image (ISO9660, Rock Ridge and Joliet, label cidata).
 ///
-/// The image holds exactly the files `fabric render --out` writes, byte for
+/// The image holds exactly the files `fabric render --dir` writes, byte for
 /// byte, and is reproducible: the same machine gives the same image. Attach
 /// it to any VM as a CD-ROM, or upload it to Proxmox as ISO content.
 ///

@@ -281,7 +281,7 @@ class Guest:
         )
         path = self.dir / "machine.yaml"
         path.write_text(y)
-        seed_args = [str(self.r.work / "fabric"), "seed", str(path), "--output", str(self.dir / "seed.iso")]
+        seed_args = [str(self.r.work / "fabric"), "seed", str(path), "--iso", str(self.dir / "seed.iso")]
         if fabric_flake:
             seed_args += ["--fabric-flake", fabric_flake]
         out = subprocess.run(seed_args, capture_output=True, text=True)

@@ -419,7 +419,7 @@ pub enum StateError {
         size: u64,
     },
     /// Written by a newer fabric.
-    #[error("{}: state schema {found} is newer than this fabric understands ({SCHEMA}); upgrade fabric", path.display())]
+    #[error("{}: written by a newer Fabric (schema {found}); this one reads schema {SCHEMA}; it is left as it is: upgrade fabric (after a rollback, roll fabric forward again)", path.display())]
     Newer {
         /// The file.
         path: PathBuf,
@@ -461,6 +461,24 @@ pub fn load(path: &Path) -> Result<Option<State>, StateError> {
             path: path.to_path_buf(),
             size: size.max(bytes.len() as u64),
         });
+    }
+    // The schema first: a newer Fabric's file may not fit this one's
+    // fields, and reading it as corrupt would have it moved aside, losing
+    // the newer one's history and trust data after a rollback.
+    #[derive(serde::Deserialize)]
+    struct Written {
+        schema: Option<u32>,
+    }
+    if let Ok(Written {
+        schema: Some(found),
+    }) = serde_json::from_slice::<Written>(&bytes)
+    {
+        if found > SCHEMA {
+            return Err(StateError::Newer {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
     }
     // From bytes, so that a non-UTF-8 file is reported as corrupt at its
     // line and column like any other damage.
@@ -677,6 +695,25 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = std::fs::read_dir(d.path().join("s")).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn a_newer_schema_is_never_moved_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        // A newer Fabric's file need not have this one's fields at all.
+        let newer = "{\"schema\": 2, \"history\": [], \"trust\": {\"k\": 1}}";
+        std::fs::write(&p, newer).unwrap();
+        let e = load(&p).unwrap_err();
+        assert!(matches!(e, StateError::Newer { found: 2, .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("written by a newer Fabric (schema 2); this one reads schema 1"),
+            "{e}"
+        );
+        assert!(load_or_recover(&p).is_err());
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), newer);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

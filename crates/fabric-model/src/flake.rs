@@ -88,6 +88,23 @@ fn token_hint(scheme: FlakeScheme, host: Option<&str>) -> String {
 }
 const KNOWN_PARAMS: [&str; 4] = ["ref", "rev", "dir", "submodules"];
 
+/// `user@host:path` (Git's scp-like syntax) as the `git+ssh://` URL Nix
+/// reads, or `None` for anything else.
+fn scp_like(body: &str) -> Option<String> {
+    if body.contains("://") {
+        return None;
+    }
+    let (user_host, path) = body.split_once(':')?;
+    let (user, host) = user_host.split_once('@')?;
+    if user.is_empty() || host.is_empty() || host.contains('/') || path.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "git+ssh://{user}@{host}/{}",
+        path.trim_start_matches('/')
+    ))
+}
+
 impl FlakeRef {
     /// Parses and validates a flake reference.
     pub fn parse(text: &str) -> Result<Self, FlakeRefError> {
@@ -116,6 +133,12 @@ impl FlakeRef {
             }
         };
         check_attr(attr)?;
+        if let Some(url) = scp_like(body) {
+            return Err(FlakeRefError::new(
+                format!("{body} is Git's scp-like address, which Nix does not read as a flake"),
+                format!("write it as a URL: {url}#{attr}"),
+            ));
+        }
         let (location, query) = match body.split_once('?') {
             Some((l, q)) => (l, Some(q)),
             None => (body, None),
@@ -591,6 +614,16 @@ mod tests {
 
     fn err(s: &str) -> FlakeRefError {
         FlakeRef::parse(s).expect_err(s)
+    }
+
+    #[test]
+    fn an_scp_like_address_gets_its_url() {
+        let e = FlakeRef::parse("git@github.com:org/fleet#dns01").unwrap_err();
+        assert_eq!(
+            e.hint,
+            "write it as a URL: git+ssh://git@github.com/org/fleet#dns01"
+        );
+        assert!(e.message.contains("scp-like"), "{}", e.message);
     }
 
     #[test]

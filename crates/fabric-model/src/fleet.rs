@@ -31,7 +31,9 @@ pub struct Conflict {
 /// file names. Every member still gets its own error.
 const NAMED_OTHERS: usize = 8;
 
-/// Finds hostnames, FQDNs and static addresses used by more than one machine.
+/// Finds hostnames, FQDNs, static addresses and MAC addresses used by more
+/// than one machine (two NICs with one MAC on a bridge break each other's
+/// network; MACs compare as the bytes they are, whatever the case written).
 /// Each member of a clash gets its own error, naming the other files (the
 /// first [`NAMED_OTHERS`] of them, then how many more).
 pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
@@ -39,6 +41,7 @@ pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
     let mut by_host: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut by_v4: HashMap<std::net::Ipv4Addr, Vec<usize>> = HashMap::new();
     let mut by_v6: HashMap<std::net::Ipv6Addr, Vec<usize>> = HashMap::new();
+    let mut by_mac: HashMap<crate::net::MacAddress, Vec<usize>> = HashMap::new();
     for (i, m) in members.iter().enumerate() {
         by_host
             .entry(m.machine.hostname.as_str())
@@ -49,6 +52,9 @@ pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
         }
         if let Some((net, _)) = m.machine.network.ipv6 {
             by_v6.entry(net.addr()).or_default().push(i);
+        }
+        if let Some(mac) = m.machine.network.mac {
+            by_mac.entry(mac).or_default().push(i);
         }
     }
     let mut report =
@@ -121,6 +127,19 @@ pub fn conflicts(members: &[Member<'_>]) -> Vec<Conflict> {
                 )
             },
             "give every machine its own address",
+        );
+    }
+    for group in by_mac.values() {
+        report(
+            group,
+            "spec.network.macAddress",
+            &|m: &Machine| {
+                format!(
+                    "MAC address {}",
+                    m.network.mac.map(|a| a.to_string()).unwrap_or_default()
+                )
+            },
+            "give every machine its own MAC address, e.g. change its last octet",
         );
     }
     // Hash-map order is not stable; reports must be.

@@ -50,6 +50,9 @@ pub enum ParseMode {
     Observed,
 }
 
+/// The label Crossplane puts on a legacy XR created through a claim.
+pub const CLAIM_NAMESPACE_LABEL: &str = "crossplane.io/claim-namespace";
+
 /// Fields Crossplane adds to the spec of every composite resource.
 pub const CROSSPLANE_SPEC_FIELDS: [&str; 11] = [
     "crossplane",
@@ -66,10 +69,11 @@ pub const CROSSPLANE_SPEC_FIELDS: [&str; 11] = [
 ];
 
 /// The fields whose positions a [`Machine`] keeps after validation.
-pub const KEPT_POSITIONS: [&str; 6] = [
+pub const KEPT_POSITIONS: [&str; 7] = [
     "metadata.name",
     "spec.hostname",
     "spec.domain",
+    "spec.network.macAddress",
     "spec.network.ip",
     "spec.network.ipv6.address",
     "spec.nix.flakeRef",
@@ -86,6 +90,9 @@ pub struct Machine {
     pub namespace: Option<String>,
     /// `metadata.uid`.
     pub uid: Option<String>,
+    /// The namespace of the claim a legacy XMachine was made through (its
+    /// `crossplane.io/claim-namespace` label): where its keys Secret lives.
+    pub claim_namespace: Option<String>,
     /// RFC 1123 label.
     pub hostname: String,
     /// DNS domain.
@@ -265,35 +272,50 @@ impl Machine {
 ///
 /// A text over [`source::MAX_MANIFEST_BYTES`] is refused unread.
 pub fn parse_stream(text: &str) -> Vec<Parsed> {
+    read_stream(text).unwrap_or_else(|d| vec![Parsed::Invalid(vec![d])])
+}
+
+/// Like [`parse_stream`], but a text that is not YAML at all (a syntax
+/// error, or over [`source::MAX_MANIFEST_BYTES`]) is the error, apart from
+/// manifests that are YAML and wrong: a command cannot use such a file.
+pub fn read_stream(text: &str) -> Result<Vec<Parsed>, Diagnostic> {
     if let Err(e) = source::check_manifest_size(text.len() as u64) {
-        return vec![Parsed::Invalid(vec![Diagnostic::error(
-            "",
-            None,
-            e.to_string(),
-        )
-        .hint(e.hint())])];
+        return Err(Diagnostic::error("", None, e.to_string()).hint(e.hint()));
     }
     match source::parse_yaml(text) {
-        Ok(docs) => docs
+        Ok(docs) => Ok(docs
             .into_iter()
             .map(|d| parse_node(d, ParseMode::Authored))
-            .collect(),
-        Err(e) => vec![Parsed::Invalid(vec![syntax_diagnostic(e)])],
+            .collect()),
+        Err(e) => Err(syntax_diagnostic(e)),
     }
 }
 
 /// A YAML syntax error as a diagnostic.
 pub fn syntax_diagnostic(e: source::SyntaxError) -> Diagnostic {
+    let message = if e.is_refused_yaml() {
+        e.message.clone()
+    } else {
+        format!("invalid YAML: {}", e.message)
+    };
     let hint = e.hint.unwrap_or_else(|| "fix the YAML syntax".into());
-    Diagnostic::error("", Some(e.pos), format!("invalid YAML: {}", e.message)).hint(hint)
+    Diagnostic::error("", Some(e.pos), message).hint(hint)
 }
 
 /// Reads many YAML streams, on every core: a fleet's files are independent,
 /// and parsing dominates `fabric validate`. Results are in input order.
 pub fn parse_many<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<Vec<Parsed>> {
+    read_many(texts)
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|d| vec![Parsed::Invalid(vec![d])]))
+        .collect()
+}
+
+/// [`read_stream`] of many texts, on every core, in input order.
+pub fn read_many<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<Result<Vec<Parsed>, Diagnostic>> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     if threads < 2 || texts.len() < 64 {
-        return texts.iter().map(|t| parse_stream(t.as_ref())).collect();
+        return texts.iter().map(|t| read_stream(t.as_ref())).collect();
     }
     let chunk = texts.len().div_ceil(threads);
     std::thread::scope(|scope| {
@@ -302,14 +324,14 @@ pub fn parse_many<S: AsRef<str> + Sync>(texts: &[S]) -> Vec<Vec<Parsed>> {
             .map(|part| {
                 scope.spawn(move || {
                     part.iter()
-                        .map(|t| parse_stream(t.as_ref()))
+                        .map(|t| read_stream(t.as_ref()))
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
         workers
             .into_iter()
-            // A worker only panics if parse_stream does, which would be a bug
+            // A worker only panics if read_stream does, which would be a bug
             // here; re-raise it rather than return a partial fleet.
             .flat_map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect()
@@ -727,6 +749,11 @@ fn validate(
     Ok(Machine {
         kind,
         name: metadata.name,
+        claim_namespace: metadata
+            .labels
+            .get(CLAIM_NAMESPACE_LABEL)
+            .filter(|ns| !ns.is_empty())
+            .cloned(),
         namespace: metadata.namespace,
         uid: metadata.uid,
         hostname: spec.hostname.clone(),

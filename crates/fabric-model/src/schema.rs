@@ -316,6 +316,14 @@ fn check_object(
     };
     let props = schema.get("properties").and_then(Json::as_object);
     let extra = schema.get("additionalProperties").filter(|v| v.is_object());
+    let required: Vec<&str> = schema
+        .get("required")
+        .and_then(Json::as_array)
+        .map(|r| r.iter().filter_map(Json::as_str).collect())
+        .unwrap_or_default();
+    // Required fields that an unknown key is the likely misspelling of:
+    // that key's error says so, and the field is not reported missing too.
+    let mut misspelt: Vec<&str> = Vec::new();
     let mut out = Map::new();
     for (key, value) in entries {
         let child_path = path.key(&key.text);
@@ -331,7 +339,14 @@ fn check_object(
                 let known: Vec<&str> = props
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
-                let hint = match closest(&key.text, known.iter().copied()) {
+                let suggestion = closest(&key.text, known.iter().copied());
+                let hint = match suggestion {
+                    Some(n)
+                        if required.contains(&n) && !entries.iter().any(|(k, _)| k.text == n) =>
+                    {
+                        misspelt.push(n);
+                        format!("did you mean {n}? {n} is required, and missing")
+                    }
                     Some(n) => format!("did you mean {n}?"),
                     None if known.is_empty() => "this mapping takes no fields".to_string(),
                     None => format!("known fields: {}", known.join(", ")),
@@ -342,9 +357,9 @@ fn check_object(
             }
         }
     }
-    if let Some(required) = schema.get("required").and_then(Json::as_array) {
-        for r in required.iter().filter_map(Json::as_str) {
-            if out.contains_key(r) {
+    {
+        for r in required.iter().copied() {
+            if out.contains_key(r) || misspelt.contains(&r) {
                 continue;
             }
             let missing = path.key(r).to_string();
@@ -373,8 +388,32 @@ fn required_hint(schema: &Json, field: &str) -> String {
                 .to_string()
         });
     match desc {
-        Some(d) => format!("add {field}: {}", d.to_lowercase()),
+        Some(d) => format!("add {field}, {}", as_object_phrase(&d)),
         None => format!("add {field}"),
+    }
+}
+
+/// A description ("Name of the Proxmox NixOS template to clone") as the
+/// object of a sentence ("the name of the Proxmox NixOS template to
+/// clone"): only a plain first word is lowercased, so names and acronyms
+/// (Proxmox, RFC, IPv6) keep their case.
+fn as_object_phrase(description: &str) -> String {
+    let mut chars = description.chars();
+    let (Some(first), Some(second)) = (chars.next(), chars.next()) else {
+        return description.to_string();
+    };
+    if !(first.is_uppercase() && second.is_lowercase()) {
+        return format!("the {description}");
+    }
+    let lowered = format!(
+        "{}{}",
+        first.to_lowercase(),
+        &description[first.len_utf8()..]
+    );
+    if lowered.starts_with("the ") || lowered.starts_with("a ") || lowered.starts_with("an ") {
+        lowered
+    } else {
+        format!("the {lowered}")
     }
 }
 

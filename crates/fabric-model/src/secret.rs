@@ -5,12 +5,15 @@
 
 use base64::Engine;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Pos};
+use crate::machine::{Machine, MachineKind};
 use crate::source::{self, Node, Value};
 use crate::sshkeys::{self, AuthorizedKey};
 
-/// Reads `key` of a Secret manifest (YAML, possibly among other documents)
-/// and parses it as authorized_keys lines.
+/// Reads `key` of the Secret named `name` in a manifest (YAML, possibly
+/// among other documents) and parses it as authorized_keys lines. Only a
+/// Secret of that name is used, never another one that happens to be alone
+/// in the file: the cluster would not use it either.
 pub fn keys_from_yaml(
     text: &str,
     name: &str,
@@ -22,19 +25,9 @@ pub fn keys_from_yaml(
         ]);
     }
     let docs = source::parse_yaml(text).map_err(|e| vec![crate::machine::syntax_diagnostic(e)])?;
-    let secrets: Vec<&Node> = docs
+    let chosen = docs
         .iter()
-        .filter(|d| d.get("kind").and_then(Node::as_text) == Some("Secret"))
-        .collect();
-    let chosen = secrets
-        .iter()
-        .find(|d| {
-            d.get("metadata")
-                .and_then(|m| m.get("name"))
-                .and_then(Node::as_text)
-                == Some(name)
-        })
-        .or(secrets.first().filter(|_| secrets.len() == 1));
+        .find(|d| is_secret(d) && text_at(d, "name") == Some(name));
     match chosen {
         Some(doc) => keys_from_secret(doc, key),
         None => Err(vec![Diagnostic::error(
@@ -46,6 +39,133 @@ pub fn keys_from_yaml(
             "pass the Secret manifest that spec.bootstrap.sshAuthorizedKeysSecretRef names",
         )]),
     }
+}
+
+/// Why a machine's keys could not be read from a file of Secrets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeysError {
+    /// The file holds no Secret the machine would be given: the wrong file
+    /// (or the wrong name or namespace in it). One diagnostic, placed on the
+    /// first Secret in the file when there is one.
+    NotInFile(Diagnostic),
+    /// The machine's Secret is there, or the machine cannot have one, and
+    /// what it says is wrong.
+    Invalid(Vec<Diagnostic>),
+}
+
+/// The namespace a machine's keys Secret must be in, by the composition
+/// function's rule: a Machine's own; for a legacy XMachine, the namespace of
+/// the claim it was made through (its `crossplane.io/claim-namespace`
+/// label). `None`: a Machine that names no namespace, which `kubectl apply`
+/// places in the current namespace, as it does a Secret that names none.
+pub fn keys_namespace(machine: &Machine) -> Result<Option<String>, Diagnostic> {
+    match machine.kind {
+        MachineKind::Machine => Ok(machine.namespace.clone()),
+        MachineKind::XMachine => match &machine.claim_namespace {
+            Some(ns) => Ok(Some(ns.clone())),
+            None => Err(Diagnostic::error(
+                "spec.bootstrap.sshAuthorizedKeysSecretRef",
+                None,
+                "a cluster-scoped XMachine not made through a claim has no namespace to read a Secret from",
+            )
+            .hint(format!(
+                "give the keys inline in sshAuthorizedKeys, give the XMachine its claim's {} label, or use a namespaced Machine",
+                crate::machine::CLAIM_NAMESPACE_LABEL
+            ))),
+        },
+    }
+}
+
+/// True when `doc` is the Secret `name` in `namespace`. A Secret that names
+/// no namespace counts as being in `namespace`: `kubectl apply` puts it in
+/// the same namespace as the machine.
+pub fn is_machine_secret(doc: &Node, name: &str, namespace: Option<&str>) -> bool {
+    is_secret(doc)
+        && text_at(doc, "name") == Some(name)
+        && match text_at(doc, "namespace") {
+            None => true,
+            Some(ns) => Some(ns) == namespace,
+        }
+}
+
+/// Reads the keys a machine's `spec.bootstrap.sshAuthorizedKeysSecretRef`
+/// names from the documents of a Secret file, choosing the Secret exactly
+/// as the composition function does: by name and namespace.
+pub fn keys_for_machine(
+    docs: &[Node],
+    machine: &Machine,
+) -> Result<Option<Vec<AuthorizedKey>>, KeysError> {
+    let Some(secret_ref) = &machine.ssh_keys_secret else {
+        return Ok(None);
+    };
+    let namespace = keys_namespace(machine).map_err(|d| KeysError::Invalid(vec![d]))?;
+    let wanted = match &namespace {
+        Some(ns) => format!("Secret {ns}/{}", secret_ref.name),
+        None => format!("Secret {} (in the Machine's namespace)", secret_ref.name),
+    };
+    if let Some(doc) = docs
+        .iter()
+        .find(|d| is_machine_secret(d, &secret_ref.name, namespace.as_deref()))
+    {
+        return keys_from_secret(doc, &secret_ref.key)
+            .map(Some)
+            .map_err(KeysError::Invalid);
+    }
+    let secrets: Vec<&Node> = docs.iter().filter(|d| is_secret(d)).collect();
+    let where_ns = match &namespace {
+        Some(ns) => format!("in namespace {ns}, or with no metadata.namespace"),
+        None => "with no metadata.namespace, as the Machine has none".to_string(),
+    };
+    let hint = format!(
+        "pass the file of the Secret spec.bootstrap.sshAuthorizedKeysSecretRef names: metadata.name {} {where_ns}",
+        secret_ref.name
+    );
+    let Some(first) = secrets.first() else {
+        return Err(KeysError::NotInFile(
+            Diagnostic::error(
+                "",
+                Some(Pos { line: 1, col: 1 }),
+                format!("holds no Secret; the machine needs {wanted}"),
+            )
+            .hint(hint),
+        ));
+    };
+    let found: Vec<String> = secrets
+        .iter()
+        .map(|d| {
+            let name = text_at(d, "name").unwrap_or("(unnamed)");
+            match text_at(d, "namespace") {
+                Some(ns) => format!("{ns}/{name}"),
+                None => format!("{name} (no namespace)"),
+            }
+        })
+        .collect();
+    let pos = first
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.pos)
+        .or(first.pos);
+    Err(KeysError::NotInFile(
+        Diagnostic::error(
+            "metadata.name",
+            pos,
+            format!(
+                "the machine needs {wanted}, but this file holds only Secret {}",
+                found.join(", ")
+            ),
+        )
+        .hint(hint),
+    ))
+}
+
+fn is_secret(doc: &Node) -> bool {
+    doc.get("kind").and_then(Node::as_text) == Some("Secret")
+}
+
+fn text_at<'a>(doc: &'a Node, field: &str) -> Option<&'a str> {
+    doc.get("metadata")
+        .and_then(|m| m.get(field))
+        .and_then(Node::as_text)
 }
 
 /// Reads `key` of a Secret object (`data` base64, `stringData` plain).

@@ -391,6 +391,12 @@ pub struct SyntaxError {
 }
 
 impl SyntaxError {
+    /// Valid YAML that Fabric refuses (anchors, aliases), rather than text
+    /// that is not YAML.
+    pub fn is_refused_yaml(&self) -> bool {
+        self.hint.as_deref() == Some(ANCHOR_HINT)
+    }
+
     fn at(pos: Pos, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -421,12 +427,13 @@ pub fn parse_yaml(text: &str) -> Result<Vec<Node>, SyntaxError> {
         let node = match event {
             Event::StreamStart | Event::DocumentStart(..) | Event::DocumentEnd => continue,
             Event::StreamEnd => break,
-            Event::Alias(_) | Event::UnresolvedAlias(_) => {
-                return Err(SyntaxError::at(
-                    pos,
-                    "aliases (*name) are not supported in manifests",
-                ))
-            }
+            Event::Alias(_) | Event::UnresolvedAlias(_) => return Err(SyntaxError {
+                message:
+                    "aliases (*name) are valid YAML, but Fabric does not accept them in manifests"
+                        .into(),
+                pos,
+                hint: Some(ANCHOR_HINT.into()),
+            }),
             Event::Scalar(text, style, anchor, _tag) => {
                 if anchor != 0 {
                     return Err(anchor_error(pos));
@@ -599,8 +606,16 @@ fn pos_of(span: &Span) -> Pos {
 #[cold]
 #[inline(never)]
 fn anchor_error(pos: Pos) -> SyntaxError {
-    SyntaxError::at(pos, "anchors (&name) are not supported in manifests")
+    SyntaxError {
+        message: "anchors (&name) are valid YAML, but Fabric does not accept them in manifests"
+            .into(),
+        pos,
+        hint: Some(ANCHOR_HINT.into()),
+    }
 }
+
+/// Why anchors and aliases are refused, and what to write instead.
+const ANCHOR_HINT: &str = "an alias can make a small file expand without bound, and the cluster stores the expanded object anyway: write the value out in full where the alias was used";
 
 #[cold]
 #[inline(never)]

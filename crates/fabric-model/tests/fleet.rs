@@ -89,3 +89,36 @@ fn distinct_machines_do_not_conflict() {
         .collect();
     assert!(conflicts(&members).is_empty());
 }
+
+fn with_mac(name: &str, ip: &str, mac: &str) -> Machine {
+    Machine::from_yaml(&format!(
+        "apiVersion: infra.kubelize.io/v1alpha1\nkind: Machine\nmetadata:\n  name: {name}\nspec:\n  hostname: {name}\n  class: small\n  image: t\n  network:\n    ip: {ip}\n    macAddress: \"{mac}\"\n  nix:\n    flakeRef: github:o/r#{name}\n  bootstrap:\n    sshAuthorizedKeys: [\"{KEY}\"]\n"
+    ))
+    .unwrap()
+}
+
+#[test]
+fn one_mac_on_two_machines_is_a_conflict_whatever_its_case() {
+    let ms = [
+        with_mac("a", "10.0.0.1", "BC:24:11:5E:00:01"),
+        with_mac("b", "10.0.0.2", "bc:24:11:5e:00:01"),
+        with_mac("c", "10.0.0.3", "BC:24:11:5E:00:02"),
+    ];
+    let files = ["a.yaml", "b.yaml", "c.yaml"];
+    let members: Vec<Member> = ms
+        .iter()
+        .zip(files)
+        .map(|(machine, file)| Member { file, machine })
+        .collect();
+    let lines: Vec<String> = conflicts(&members)
+        .iter()
+        .map(|c| c.diagnostic.located(files[c.member]))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "a.yaml:11:17: spec.network.macAddress: MAC address bc:24:11:5e:00:01 is also used by b.yaml:11:17 (give every machine its own MAC address, e.g. change its last octet)",
+            "b.yaml:11:17: spec.network.macAddress: MAC address bc:24:11:5e:00:01 is also used by a.yaml:11:17 (give every machine its own MAC address, e.g. change its last octet)",
+        ]
+    );
+}

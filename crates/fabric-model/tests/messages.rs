@@ -151,7 +151,7 @@ fn the_required_hostname_hint_is_one_line() {
     assert!(!hint.contains(is_break), "{hint:?}");
     assert_eq!(
         hint,
-        "add hostname: host name of the machine: an rfc 1123 label (lowercase letters, digits and '-', at most 63 characters)"
+        "add hostname, the host name of the machine: an RFC 1123 label (lowercase letters, digits and '-', at most 63 characters)"
     );
 }
 
@@ -173,4 +173,26 @@ fn flake_reference_problems_are_one_line() {
         assert!(!e.message().contains(is_break), "{r}: {:?}", e.message());
         assert!(!e.hint().contains(is_break), "{r}: {:?}", e.hint());
     }
+}
+
+#[test]
+fn a_misspelt_required_field_is_one_error_and_hints_are_sentences() {
+    let text = valid().replace("  hostname: dns01\n", "  hostnme: dns01\n");
+    let d = diagnostics(&text);
+    let lines: Vec<String> = d.iter().map(|d| d.to_string()).collect();
+    assert_eq!(
+        lines,
+        ["spec.hostnme: unknown field (did you mean hostname? hostname is required, and missing)"],
+        "{lines:#?}"
+    );
+    let text = valid().replace("  image: nixos-template\n", "");
+    let d = diagnostics(&text);
+    let image = d
+        .iter()
+        .find(|d| d.path == "spec.image")
+        .expect("image is required");
+    assert_eq!(
+        image.hint.as_deref(),
+        Some("add image, the name of the Proxmox NixOS template to clone")
+    );
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use fabric_converge::layout;
-use fabric_model::source::{self, TextError};
+use fabric_model::source::{self, Node, TextError};
 use fabric_model::Diagnostic;
 
 pub const OK: u8 = layout::exit::OK;
@@ -120,7 +120,15 @@ impl From<Unusable> for Stop {
 pub fn read_text(path: &Path) -> Result<String, Unusable> {
     let cannot_read =
         |e: std::io::Error| Unusable::new(path.display().to_string(), format!("cannot read: {e}"));
-    let size = std::fs::metadata(path).map_err(cannot_read)?.len();
+    let meta = std::fs::metadata(path).map_err(cannot_read)?;
+    if meta.is_dir() {
+        return Err(Unusable {
+            file: path.display().to_string(),
+            diagnostic: Diagnostic::error("", None, "is a directory, not a manifest file")
+                .hint("name one manifest file; `fabric validate DIR` checks every manifest in a directory"),
+        });
+    }
+    let size = meta.len();
     source::check_manifest_size(size).map_err(|e| Unusable::text(path, &e))?;
     let bytes = std::fs::read(path).map_err(cannot_read)?;
     match source::manifest_text(&bytes) {
@@ -130,6 +138,18 @@ pub fn read_text(path: &Path) -> Result<String, Unusable> {
     // manifest_text checked it: this cannot fail, and costs no copy.
     String::from_utf8(bytes)
         .map_err(|e| Unusable::new(path.display().to_string(), format!("not UTF-8 text: {e}")))
+}
+
+/// Reads a YAML file every command reads the same way: as text
+/// ([`read_text`]), then as YAML by the model's one reader. A file that is
+/// not YAML (a syntax error, an anchor) cannot be used at all (exit 2), and
+/// says where: `FILE:LINE:COL: invalid YAML: what (what to do)`.
+pub fn read_yaml(path: &Path) -> Result<Vec<Node>, Unusable> {
+    let text = read_text(path)?;
+    source::parse_yaml(&text).map_err(|e| Unusable {
+        file: path.display().to_string(),
+        diagnostic: fabric_model::machine::syntax_diagnostic(e),
+    })
 }
 
 #[cfg(test)]
@@ -158,7 +178,7 @@ mod tests {
             "{e}"
         );
         let e = read_text(dir.path()).unwrap_err().to_string();
-        assert!(e.contains(": cannot read: "), "{e}");
+        assert!(e.contains(": is a directory, not a manifest file (name one manifest file; `fabric validate DIR`"), "{e}");
         let big = dir.path().join("big.yaml");
         let f = std::fs::File::create(&big).unwrap();
         f.set_len(source::MAX_MANIFEST_BYTES as u64 + 1).unwrap();

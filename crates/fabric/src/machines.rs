@@ -15,24 +15,35 @@ pub struct Loaded {
     pub machines: Vec<Machine>,
     /// Errors and warnings, in document order.
     pub diagnostics: Vec<Diagnostic>,
+    /// Machine manifests found invalid.
+    pub invalid: usize,
 }
 
-/// Reads and checks every document of one file.
+/// Reads and checks every document of one file. A file that is not YAML
+/// cannot be used at all (exit 2).
 pub fn load(path: &Path) -> Result<Loaded, Stop> {
     let text = read_text(path)?;
-    Ok(collect(
-        path.display().to_string(),
-        machine::parse_stream(&text),
-    ))
+    let file = path.display().to_string();
+    match machine::read_stream(&text) {
+        Ok(docs) => Ok(collect(file, docs)),
+        Err(diagnostic) => Err(Unusable { file, diagnostic }.into()),
+    }
 }
 
-/// Checks many files already read, parsing them in parallel.
-pub fn check_many(files: &[(PathBuf, String)]) -> Vec<Loaded> {
+/// Checks many files already read, parsing them in parallel. A file that is
+/// not YAML is unusable, as in [`load`].
+pub fn check_many(files: &[(PathBuf, String)]) -> Vec<Result<Loaded, Unusable>> {
     let texts: Vec<&str> = files.iter().map(|(_, t)| t.as_str()).collect();
     files
         .iter()
-        .zip(machine::parse_many(&texts))
-        .map(|((p, _), docs)| collect(p.display().to_string(), docs))
+        .zip(machine::read_many(&texts))
+        .map(|((p, _), docs)| {
+            let file = p.display().to_string();
+            match docs {
+                Ok(docs) => Ok(collect(file, docs)),
+                Err(diagnostic) => Err(Unusable { file, diagnostic }),
+            }
+        })
         .collect()
 }
 
@@ -41,6 +52,7 @@ fn collect(file: String, docs: Vec<Parsed>) -> Loaded {
         file,
         machines: Vec::new(),
         diagnostics: Vec::new(),
+        invalid: 0,
     };
     for doc in docs {
         match doc {
@@ -48,7 +60,10 @@ fn collect(file: String, docs: Vec<Parsed>) -> Loaded {
                 loaded.diagnostics.extend(m.warnings.iter().cloned());
                 loaded.machines.push(*m);
             }
-            Parsed::Invalid(diags) => loaded.diagnostics.extend(diags),
+            Parsed::Invalid(diags) => {
+                loaded.invalid += 1;
+                loaded.diagnostics.extend(diags);
+            }
             // Secrets, Compositions and the like sit beside machines in Git.
             Parsed::NotAMachine { .. } => {}
         }

@@ -49,6 +49,13 @@ fn command_line() -> clap::Command {
 }
 
 fn main() -> ExitCode {
+    // clap's `help` subcommand takes command names only, so `fabric help
+    // --help` would be a usage error; it asks for the help, so give it.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.len() == 3 && argv[1] == "help" && (argv[2] == "--help" || argv[2] == "-h") {
+        let _ = command_line().print_long_help();
+        return ExitCode::SUCCESS;
+    }
     let matches = command_line().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli.command {

@@ -21,3 +21,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()>
     tmp.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
 }
+
+/// Writes a result file the user named: its directory is created when
+/// missing, and an error names that file (never the temporary one beside
+/// it) and what would work instead.
+pub fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let shown = path.display();
+    if path.is_dir() {
+        return Err(format!(
+            "{shown}: cannot write: is a directory (name the image file, e.g. {})",
+            path.join("seed.iso").display()
+        ));
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            format!(
+                "{shown}: cannot create its directory {}: {e}",
+                dir.display()
+            )
+        })?;
+    }
+    write_atomic(path, bytes, 0o644).map_err(|e| format!("{shown}: cannot write: {e}"))
+}
+
+/// Makes sure `dir` is a directory to write into, creating it if missing.
+pub fn ensure_dir(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!(
+            "{}: cannot write: exists and is not a directory (--dir takes a directory, created if missing)",
+            dir.display()
+        )),
+        Err(_) => std::fs::create_dir_all(dir)
+            .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display())),
+    }
+}

@@ -44,7 +44,7 @@ fn golden_render_of_every_example() {
         let r = fabric(&[
             "render",
             &format!("examples/machines/{name}.yaml"),
-            "--out",
+            "--dir",
             out.path().to_str().unwrap(),
         ]);
         assert!(r.status.success(), "{name}: {}", text(&r.stderr));
@@ -81,7 +81,7 @@ fn golden_render_of_every_example() {
                 "{name}/{f} differs from the golden file (UPDATE_GOLDEN=1 to accept)"
             );
         }
-        // Printing without --out gives the same user-data.
+        // Printing without --dir gives the same user-data.
         let printed = fabric(&["render", &format!("examples/machines/{name}.yaml")]);
         assert_eq!(
             text(&printed.stdout),
@@ -104,7 +104,7 @@ fn render_refuses_an_invalid_machine_and_writes_nothing() {
     let r = fabric(&[
         "render",
         bad.to_str().unwrap(),
-        "--out",
+        "--dir",
         out.to_str().unwrap(),
     ]);
     assert_eq!(r.status.code(), Some(1));
@@ -122,7 +122,7 @@ fn render_refuses_an_invalid_machine_and_writes_nothing() {
     let r = fabric(&[
         "seed",
         bad.to_str().unwrap(),
-        "--output",
+        "--iso",
         iso.to_str().unwrap(),
     ]);
     assert_eq!(r.status.code(), Some(1));
@@ -131,13 +131,13 @@ fn render_refuses_an_invalid_machine_and_writes_nothing() {
 }
 
 #[test]
-fn render_out_replaces_a_stale_network_config() {
+fn render_dir_replaces_a_stale_network_config() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("seed");
     assert!(fabric(&[
         "render",
         "examples/machines/dns01.yaml",
-        "--out",
+        "--dir",
         out.to_str().unwrap()
     ])
     .status
@@ -146,7 +146,7 @@ fn render_out_replaces_a_stale_network_config() {
     assert!(fabric(&[
         "render",
         "examples/machines/basic.yaml",
-        "--out",
+        "--dir",
         out.to_str().unwrap()
     ])
     .status

@@ -112,8 +112,9 @@ fn validate() {
         &out,
         "spec.network.gateway: 10.0.2.1 is outside 10.0.1.0/24",
     );
-    let out = expect(1, &["validate", p(&f.path("broken.yaml"))]);
-    has(&out, "invalid YAML");
+    // 2: not YAML at all, like any input that cannot be used.
+    let out = expect(2, &["validate", p(&f.path("broken.yaml"))]);
+    has(&out, "broken.yaml:3:7: invalid YAML: unclosed bracket");
     let twin = f.path("twin.yaml");
     std::fs::write(
         &twin,
@@ -210,14 +211,14 @@ fn render_and_seed() {
         &[
             "render",
             "examples/machines/dns01.yaml",
-            "--out",
+            "--dir",
             p(&seed_dir),
         ],
     );
     let iso = f.path("dns01.iso");
     expect(
         0,
-        &["seed", "examples/machines/dns01.yaml", "--output", p(&iso)],
+        &["seed", "examples/machines/dns01.yaml", "--iso", p(&iso)],
     );
 
     let machine = f.path("web.yaml");
@@ -232,7 +233,7 @@ fn render_and_seed() {
         let with_output = |args: &[&str]| -> Vec<String> {
             let mut v: Vec<String> = args.iter().map(|s| s.to_string()).collect();
             if cmd == "seed" {
-                v.extend(["--output".into(), p(&f.path("out.iso")).into()]);
+                v.extend(["--iso".into(), p(&f.path("out.iso")).into()]);
             }
             v.insert(0, cmd.into());
             v
@@ -247,7 +248,7 @@ fn render_and_seed() {
             &run(1, &[p(&f.path("gateway.yaml"))]),
             "spec.network.gateway",
         );
-        has(&run(1, &[p(&f.path("broken.yaml"))]), "invalid YAML");
+        has(&run(2, &[p(&f.path("broken.yaml"))]), "invalid YAML");
         has(&run(1, &[p(&machine)]), "--secret");
         has(
             &run(1, &[p(&machine), "--secret", p(&bad_secret)]),
@@ -258,7 +259,7 @@ fn render_and_seed() {
             &run(2, &["does-not-exist.yaml"]),
             "does-not-exist.yaml: cannot read",
         );
-        has(&run(2, &[p(f.dir.path())]), "cannot read");
+        has(&run(2, &[p(f.dir.path())]), "is a directory");
         has(
             &run(2, &[p(&f.path("binary.yaml"))]),
             "a NUL byte at byte offset 7",
@@ -293,24 +294,32 @@ fn render_and_seed() {
     std::fs::write(&file, "").unwrap();
     let out = expect(
         2,
-        &[
-            "render",
-            "examples/machines/dns01.yaml",
-            "--out",
-            p(&file.join("seed")),
-        ],
+        &["render", "examples/machines/dns01.yaml", "--dir", p(&file)],
     );
-    has(&out, "cannot write");
+    has(
+        &out,
+        "a-file: cannot write: exists and is not a directory (--dir takes a directory",
+    );
     let out = expect(
         2,
         &[
             "seed",
             "examples/machines/dns01.yaml",
-            "--output",
-            p(&f.path("no/such/dir/seed.iso")),
+            "--iso",
+            p(&file.join("seed.iso")),
         ],
     );
-    has(&out, "cannot write");
+    has(&out, "seed.iso: cannot create its directory");
+    let out = expect(
+        2,
+        &[
+            "seed",
+            "examples/machines/dns01.yaml",
+            "--iso",
+            p(f.dir.path()),
+        ],
+    );
+    has(&out, "cannot write: is a directory (name the image file");
 }
 
 #[test]
@@ -323,7 +332,7 @@ fn compose() {
     has(&out, "kind: EnvironmentFile");
     let out = expect(0, &["compose", &xr, "--input", &comp]);
     has(&out, "default/admin-keys");
-    // 1: a Fatal result, invalid YAML, an observed resource without its name.
+    // 1: a Fatal result, an observed resource without its name.
     let small = f.path("small.yaml");
     std::fs::write(
         &small,
@@ -340,8 +349,8 @@ fn compose() {
         "spec.disk.size: 2 is out of range",
     );
     has(
-        &expect(1, &["compose", p(&f.path("broken.yaml"))]),
-        "invalid YAML",
+        &expect(2, &["compose", p(&f.path("broken.yaml"))]),
+        "broken.yaml:3:7: invalid YAML: unclosed bracket",
     );
     has(
         &expect(
@@ -736,11 +745,15 @@ fn agent_once_failures() {
     f.commit(&Gen::new("v1"));
     f.write_target(0o644);
     expect_cmd(0, &mut converge(&f, &["bootstrap"]));
-    // 1: the head was rejected (its build failed).
+    // 1: the head was rejected (its build failed). A run error goes to
+    // stderr only, as bootstrap's do; stdout is for reports.
     f.commit(&Gen::new("v2").broken());
-    has(
-        &expect_cmd(1, &mut converge(&f, &["agent", "--once"])),
-        "rejected ",
+    let out = expect_cmd(1, &mut converge(&f, &["agent", "--once"]));
+    assert!(
+        text(&out.stderr).contains("fabric agent: rejected ") && out.stdout.is_empty(),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
     );
     // 0: the head was rejected before, and is not tried again.
     has(

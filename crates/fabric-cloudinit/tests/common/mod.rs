@@ -51,7 +51,7 @@ pub fn fixture_seeds() -> Vec<(&'static str, Machine, Seed)> {
     .collect()
 }
 
-/// Writes the seed's files into `dir`, as `fabric render --out` does.
+/// Writes the seed's files into `dir`, as `fabric render --dir` does.
 pub fn write_seed(dir: &Path, seed: &Seed) {
     std::fs::create_dir_all(dir).unwrap();
     for (name, text) in seed.files() {

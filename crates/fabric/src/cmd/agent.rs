@@ -180,9 +180,13 @@ pub fn run(args: Args) -> ExitCode {
     if args.once {
         let result = agent.cycle();
         if args.json {
+            // A report for scripts, failed or not: stdout, as validate's.
             out(serde_json::to_string(&result).unwrap_or_default());
-        } else {
+        } else if result.exit_code() == crate::exit::OK {
             out(one_line(&result));
+        } else {
+            // A run error: stderr only, as bootstrap's.
+            eprintln!("fabric agent: {}", one_line(&result));
         }
         return ExitCode::from(result.exit_code());
     }

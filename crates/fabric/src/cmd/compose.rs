@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use fabric_model::machine::{parse_node, ParseMode, Parsed};
-use fabric_model::source;
+use fabric_model::source::Node;
 use function_sdk_rust::proto::v1::{
     resource_selector, RequestMeta, Resource, Resources, RunFunctionRequest, RunFunctionResponse,
     Severity, State, Status as ConditionStatus,
@@ -13,7 +13,7 @@ use function_sdk_rust::proto::v1::{
 use function_sdk_rust::resource::{json_to_struct, struct_to_json};
 use serde_json::{json, Value as Json};
 
-use crate::exit::{self, read_text, Unusable};
+use crate::exit::{self, read_text, read_yaml, Unusable};
 
 /// The annotation Crossplane (and `crossplane render`) uses for a composed
 /// resource's composition name.
@@ -39,9 +39,10 @@ const MAX_REQUIREMENT_ROUNDS: usize = 5;
 /// like the output).
 ///
 /// Exit status: 0 composed, or waiting (e.g. for a Secret); 1 a Fatal
-/// result (an invalid Machine or Input), invalid YAML, or an observed
-/// resource without its annotation; 2 a file does not exist, cannot be
-/// read, is not UTF-8 text, or holds no Machine (--input: no Input).
+/// result (an invalid Machine or Input), or an observed resource without
+/// its annotation; 2 a file does not exist, cannot be read, is not UTF-8
+/// text, is not YAML, or holds no Machine (--input: no Input; --secret: no
+/// Secret).
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
     fabric compose example/xr.yaml --input example/composition.yaml\n  \
@@ -66,7 +67,8 @@ pub struct Args {
 
     /// Secrets the function may ask for (the Machine's
     /// spec.bootstrap.sshAuthorizedKeysSecretRef). Only a Secret in the
-    /// Machine's own namespace is used. Repeatable.
+    /// Machine's own namespace is used; one without metadata.namespace is
+    /// placed there, as kubectl apply would. Repeatable.
     #[arg(long, value_name = "SECRET.yaml")]
     pub secret: Vec<PathBuf>,
 }
@@ -121,17 +123,40 @@ pub fn run(args: Args) -> ExitCode {
             report(&rsp, &args.xr)
         }
         Err(FileError { code, message }) => {
-            eprintln!("fabric compose: {message}");
+            // Already `FILE[:LINE:COL]: what (what to do)`, as in every command.
+            eprintln!("{message}");
             ExitCode::from(code)
         }
     }
 }
 
+/// A file's documents, read by the reader every command uses (so a file
+/// that is not YAML is refused the same way, `FILE:LINE:COL`, exit 2), then
+/// as JSON values for the function, which wants numbers and booleans typed.
 fn read_docs(path: &Path) -> Result<Vec<Json>, FileError> {
+    read_both(path).map(|(_, docs)| docs)
+}
+
+/// [`read_docs`], and the documents with their positions.
+fn read_both(path: &Path) -> Result<(Vec<Node>, Vec<Json>), FileError> {
+    let nodes = read_yaml(path)?;
     let text = read_text(path)?;
-    let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text)
-        .map_err(|e| FileError::invalid(format!("{}: invalid YAML: {e}", path.display())))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+    let docs: Vec<Json> = serde_saphyr::from_str_multiple(&text).map_err(|e| {
+        // The reader above accepted it; the second parser may still differ.
+        FileError::unusable(
+            Unusable::new(path.display().to_string(), format!("invalid YAML: {e}")).to_string(),
+        )
+    })?;
+    Ok((nodes, docs.into_iter().filter(|d| !d.is_null()).collect()))
+}
+
+/// "an EnvironmentFile", "a Secret".
+fn with_article(word: &str) -> String {
+    let vowel = word
+        .chars()
+        .next()
+        .is_some_and(|c| "AEIOUaeiou".contains(c));
+    format!("{} {word}", if vowel { "an" } else { "a" })
 }
 
 fn kind(doc: &Json) -> Option<&str> {
@@ -188,9 +213,9 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
                 .and_then(Json::as_str)
                 .ok_or_else(|| {
                     FileError::invalid(format!(
-                        "{}: a {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
+                        "{}: {} has no {RESOURCE_NAME_ANNOTATION} annotation, so it cannot be matched to a composed resource",
                         path.display(),
-                        kind(&doc).unwrap_or("document")
+                        with_article(kind(&doc).unwrap_or("document"))
                     ))
                 })?
                 .to_string();
@@ -198,13 +223,23 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         }
     }
     let mut secrets = Vec::new();
+    let mut secret_files = Vec::new();
     for path in &args.secret {
-        secrets.extend(
-            read_docs(path)?
-                .into_iter()
-                .filter(|d| kind(d) == Some("Secret")),
-        );
+        let (nodes, docs) = read_both(path)?;
+        let before = secrets.len();
+        secrets.extend(docs.into_iter().filter(|d| kind(d) == Some("Secret")));
+        if secrets.len() == before {
+            return Err(FileError::unusable(
+                Unusable::new(
+                    path.display().to_string(),
+                    "holds no Secret (--secret takes a file of kind: Secret manifests)",
+                )
+                .to_string(),
+            ));
+        }
+        secret_files.push((path.display().to_string(), nodes));
     }
+    not_the_machines_secrets(&xr, &secret_files);
 
     let mut req = RunFunctionRequest {
         meta: Some(RequestMeta {
@@ -226,24 +261,34 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
         };
         let mut answered = std::collections::HashMap::new();
         for (name, sel) in &requirements.resources {
+            let Some(resource_selector::Match::MatchName(wanted)) = &sel.r#match else {
+                answered.insert(name.clone(), Resources::default());
+                continue;
+            };
+            // The model's rule, which render and seed use too: by name and
+            // namespace, a Secret without one being in the machine's.
             let items = secrets
                 .iter()
-                .chain(std::iter::empty())
                 .filter(|d| {
                     d.get("apiVersion").and_then(Json::as_str) == Some(sel.api_version.as_str())
                         && kind(d) == Some(sel.kind.as_str())
-                        && sel.namespace.as_deref().is_none_or(|ns| {
-                            d.pointer("/metadata/namespace").and_then(Json::as_str) == Some(ns)
-                        })
-                        && match &sel.r#match {
-                            Some(resource_selector::Match::MatchName(n)) => {
-                                d.pointer("/metadata/name").and_then(Json::as_str)
-                                    == Some(n.as_str())
-                            }
-                            _ => false,
-                        }
+                        && fabric_model::secret::is_machine_secret(
+                            &Node::from_json(d),
+                            wanted,
+                            sel.namespace.as_deref(),
+                        )
                 })
-                .map(resource)
+                .map(|d| {
+                    // As `kubectl apply` would place it: in the namespace asked.
+                    let mut d = d.clone();
+                    if let (Some(ns), Some(meta)) = (
+                        &sel.namespace,
+                        d.get_mut("metadata").and_then(Json::as_object_mut),
+                    ) {
+                        meta.entry("namespace").or_insert_with(|| json!(ns));
+                    }
+                    resource(&d)
+                })
                 .collect();
             answered.insert(name.clone(), Resources { items });
         }
@@ -287,6 +332,26 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
     Ok((rsp, out))
 }
 
+/// Names, on stderr, each --secret file that holds none of the Secret the
+/// machine names, with what it holds instead: the function then waits for
+/// keys, and the file to fix is one of these.
+fn not_the_machines_secrets(xr: &Json, files: &[(String, Vec<Node>)]) {
+    let Ok(machine) = fabric_model::Machine::from_json(xr) else {
+        return;
+    };
+    let mut missing = Vec::new();
+    for (file, nodes) in files {
+        match fabric_model::secret::keys_for_machine(nodes, &machine) {
+            Err(fabric_model::secret::KeysError::NotInFile(d)) => missing.push(d.located(file)),
+            // Found (or not needed, or refused by the function anyway).
+            _ => return,
+        }
+    }
+    for line in missing {
+        eprintln!("{line}");
+    }
+}
+
 /// Keys sorted (a Struct keeps no order), with apiVersion, kind, metadata,
 /// spec first as in any manifest, so output is stable and diffable.
 fn in_manifest_order(doc: Json) -> Json {
@@ -323,17 +388,28 @@ fn resource(doc: &Json) -> Resource {
 
 /// Results and status to stderr; the exit status from the results.
 fn report(rsp: &RunFunctionResponse, xr_path: &Path) -> ExitCode {
+    let refused = exit_status(rsp) == exit::FAILED;
+    // The function has no positions; the file does. When the XR's own
+    // problems can be located, they replace the Fatal result that states
+    // them again: one line per problem.
+    let located = if refused {
+        located_diagnostics(xr_path)
+    } else {
+        Vec::new()
+    };
     for r in &rsp.results {
         let severity = match Severity::try_from(r.severity) {
+            Ok(Severity::Fatal) if !located.is_empty() => continue,
             Ok(Severity::Fatal) => "fatal",
             Ok(Severity::Warning) => "warning",
             _ => "normal",
         };
         eprintln!("{severity}: {}", r.message);
     }
-    if exit_status(rsp) == exit::FAILED {
-        // The same diagnostics again, located in the file this time.
-        located_diagnostics(xr_path);
+    if refused {
+        for line in located {
+            eprintln!("{line}");
+        }
         return ExitCode::from(exit::FAILED);
     }
     let status = rsp
@@ -375,22 +451,25 @@ fn exit_status(rsp: &RunFunctionResponse) -> u8 {
     }
 }
 
-/// Prints the XR's validation errors with FILE:LINE:COL, when the file can
-/// be read and parsed (the function has no positions; the file does).
-fn located_diagnostics(path: &Path) {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
+/// The XR's validation errors with FILE:LINE:COL, when the file can be
+/// read and parsed.
+fn located_diagnostics(path: &Path) -> Vec<String> {
+    let Ok(docs) = read_yaml(path) else {
+        return Vec::new();
     };
-    let Ok(docs) = source::parse_yaml(&text) else {
-        return;
-    };
+    let file = path.display().to_string();
+    let mut lines = Vec::new();
     for doc in docs {
         if let Parsed::Invalid(diags) = parse_node(doc, ParseMode::Observed) {
-            for d in diags.iter().filter(|d| d.is_error()) {
-                eprintln!("{}", d.located(&path.display().to_string()));
-            }
+            lines.extend(
+                diags
+                    .iter()
+                    .filter(|d| d.is_error())
+                    .map(|d| d.located(&file)),
+            );
         }
     }
+    lines
 }
 
 #[cfg(test)]
@@ -502,6 +581,12 @@ mod tests {
         assert!(
             matches!(compose(&a), Err(FileError { code: 2, message: m }) if m.contains("holds no fabric.kubelize.io/v1beta1 Input"))
         );
+    }
+
+    #[test]
+    fn kinds_take_their_article() {
+        assert_eq!(with_article("EnvironmentFile"), "an EnvironmentFile");
+        assert_eq!(with_article("Secret"), "a Secret");
     }
 
     #[test]

@@ -5,14 +5,16 @@ use std::process::ExitCode;
 
 use fabric_cloudinit::{RenderOptions, Seed, DEFAULT_FABRIC_FLAKE};
 
-use crate::exit::{self, read_text, Stop};
+use crate::exit::{self, read_yaml, Stop};
 use crate::machines;
-use crate::output::write_atomic;
+use crate::output::{ensure_dir, write_atomic};
+use fabric_model::secret::{keys_for_machine, KeysError};
+use fabric_model::Diagnostic;
 
 /// Print a machine's cloud-init user-data, or write its NoCloud files.
 ///
-/// Without --out, prints the user-data (#cloud-config) on stdout. With
-/// --out DIR, writes DIR/user-data, DIR/meta-data, and DIR/network-config
+/// Without --dir, prints the user-data (#cloud-config) on stdout. With
+/// --dir DIR, writes DIR/user-data, DIR/meta-data, and DIR/network-config
 /// when the machine has a static network (a stale network-config is
 /// removed). These are the files of a NoCloud seed; `fabric seed` packs the
 /// same bytes into an ISO image.
@@ -21,11 +23,12 @@ use crate::output::write_atomic;
 /// validate`, and nothing is written.
 ///
 /// Exit status: 0 written or printed; 1 the machine or its Secret is
-/// invalid (invalid YAML included); 2 a file does not exist, cannot be
-/// read, is not UTF-8 text or holds no Machine, or --out cannot be written.
+/// invalid; 2 a file does not exist, cannot be read, is not YAML or holds
+/// no Machine, --secret holds no Secret the machine names, or --dir cannot
+/// be written.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  fabric render examples/machines/dns01.yaml\n  fabric render examples/machines/docker01.yaml --out seed/\n  fabric render machine.yaml --secret admin-keys.yaml --out seed/"
+    after_help = "Examples:\n  fabric render examples/machines/dns01.yaml\n  fabric render examples/machines/docker01.yaml --dir seed/\n  fabric render machine.yaml --secret admin-keys.yaml --dir seed/"
 )]
 pub struct Args {
     /// The Machine manifest.
@@ -38,6 +41,10 @@ pub struct Args {
     /// Write user-data, meta-data and network-config into this directory
     /// (created if missing) instead of printing the user-data.
     #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Deprecated: the old name of --dir.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "dir")]
     pub out: Option<PathBuf>,
 }
 
@@ -62,13 +69,29 @@ pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, Exit
     for w in warnings {
         eprintln!("{w}");
     }
-    let secret_keys = match (&args.secret, &machine.ssh_keys_secret) {
-        (Some(path), Some(r)) => {
+    let secret_keys = match &args.secret {
+        None => None,
+        Some(path) => {
             let file = path.display().to_string();
-            let text = read_text(path).map_err(|u| Stop::from(u).report())?;
-            match fabric_model::secret::keys_from_yaml(&text, &r.name, &r.key) {
-                Ok(keys) => Some(keys),
-                Err(diags) => {
+            // Read even when the machine names no Secret: a mistyped path
+            // must not pass unnoticed.
+            let docs = read_yaml(path).map_err(|u| Stop::from(u).report())?;
+            match keys_for_machine(&docs, &machine) {
+                Ok(Some(keys)) => Some(keys),
+                Ok(None) => {
+                    let d = Diagnostic::warning(
+                        "",
+                        None,
+                        "ignored: the machine names no spec.bootstrap.sshAuthorizedKeysSecretRef",
+                    );
+                    eprintln!("{}", d.located(&file));
+                    None
+                }
+                Err(KeysError::NotInFile(d)) => {
+                    eprintln!("{}", d.located(&file));
+                    return Err(ExitCode::from(exit::USAGE));
+                }
+                Err(KeysError::Invalid(diags)) => {
                     for d in diags {
                         eprintln!("{}", d.located(&file));
                     }
@@ -76,14 +99,6 @@ pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, Exit
                 }
             }
         }
-        (Some(path), None) => {
-            eprintln!(
-                "warning: {} ignored: the machine names no spec.bootstrap.sshAuthorizedKeysSecretRef",
-                path.display()
-            );
-            None
-        }
-        (None, _) => None,
     };
     let opts = RenderOptions {
         fabric_flake: args.fabric_flake.clone(),
@@ -95,28 +110,34 @@ pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, Exit
 }
 
 pub fn run(args: Args) -> ExitCode {
+    if args.out.is_some() {
+        eprintln!("warning: fabric render --out DIR is deprecated; use --dir DIR");
+    }
     let seed = match prepare(&args.machine, &args.seed) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let Some(dir) = args.out else {
+    let Some(dir) = args.dir.or(args.out) else {
         print!("{}", seed.user_data);
         return ExitCode::SUCCESS;
     };
+    if let Err(e) = ensure_dir(&dir) {
+        eprintln!("{e}");
+        return ExitCode::from(exit::USAGE);
+    }
     match write_seed_dir(&dir, &seed) {
         Ok(()) => {
             eprintln!("wrote {}", dir.display());
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("fabric render: {}: cannot write: {e}", dir.display());
+            eprintln!("{}: cannot write: {e}", dir.display());
             ExitCode::from(exit::USAGE)
         }
     }
 }
 
 fn write_seed_dir(dir: &Path, seed: &Seed) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     for (name, content) in seed.files() {
         write_atomic(&dir.join(name), content.as_bytes(), 0o644)?;
     }

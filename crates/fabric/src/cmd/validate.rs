@@ -14,15 +14,14 @@ use crate::machines;
 ///
 /// Reads every file given, and every *.yaml / *.yml file under every
 /// directory given. Documents that are not Machines (Secrets, Compositions,
-/// ...) are skipped. Each problem is printed on stdout as
+/// ...) are skipped. Each problem is printed on stdout as one line,
 ///
 ///   FILE:LINE:COL: FIELD.PATH: what is wrong (what would be right)
 ///
-/// e.g. `dns01.yaml:14:14: spec.network.gateway: 10.0.2.1 is outside
-/// 10.0.1.0/24 (an address inside 10.0.1.0/24, or a different ip/cidr)`.
+/// (an example is below).
 ///
-/// Across machines it finds hostnames (and so FQDNs) and static IPv4/IPv6
-/// addresses used twice, naming every file involved. All problems are
+/// Across machines it finds hostnames (and so FQDNs), static IPv4/IPv6
+/// addresses and MAC addresses used twice, naming every file involved. All problems are
 /// collected before anything is reported.
 ///
 /// Every path named must hold at least one Machine, so that a mistyped or
@@ -30,14 +29,12 @@ use crate::machines;
 /// --allow-empty accepts a path without any.
 ///
 /// Exit status: 0 every machine is valid (warnings allowed); 1 a problem
-/// was found (invalid YAML, an invalid field, a fleet conflict); 2 a path
-/// does not exist, cannot be read, is over 4 MiB, is not UTF-8 text, or
-/// holds no Machine (without --allow-empty). Every problem is printed
+/// was found (an invalid field, a fleet conflict); 2 a path does not
+/// exist, cannot be read, is over 4 MiB, is not UTF-8 text, is not YAML,
+/// or holds no Machine (without --allow-empty). Every problem is printed
 /// first.
 #[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
-)]
+#[command(after_help = after_help())]
 pub struct Args {
     /// Machine manifests, or directories to search for them.
     #[arg(required = true, value_name = "PATH")]
@@ -51,6 +48,18 @@ pub struct Args {
     /// Output format: text lines, or one JSON document for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     pub output: Output,
+}
+
+/// What `fabric validate` prints for examples/machines/dns01.yaml with its
+/// gateway changed to 10.0.2.1. The README shows the same line; a test
+/// checks that both show this one, and that validate prints it.
+pub const GATEWAY_EXAMPLE: &str = "dns01.yaml:18:14: spec.network.gateway: 10.0.2.1 is outside 10.0.1.0/24 (an address inside 10.0.1.0/24, or a different ip/cidr)";
+
+fn after_help() -> String {
+    format!(
+        "A problem, e.g. examples/machines/dns01.yaml with gateway: 10.0.2.1:\n  {GATEWAY_EXAMPLE}\n\n\
+         Examples:\n  fabric validate examples/machines\n  fabric validate dns01.yaml web01.yaml --output json\n  fabric validate fleet/ --allow-empty"
+    )
 }
 
 /// Output formats.
@@ -85,14 +94,21 @@ pub fn run(args: Args) -> ExitCode {
     // Each named path's files, as indices into `read`.
     let mut named = Vec::new();
     let mut read = Vec::new();
+    // Paths and files that could not be read, named in the summary.
+    let mut unreadable: Vec<String> = Vec::new();
+    let mut found_files = 0;
     for n in machines::expand(&args.paths) {
         let files = match n.files {
             Ok(f) => f,
             Err(u) => {
+                // Named, so counted: the summary says it could not be read.
+                found_files += 1;
+                unreadable.push(u.file.clone());
                 problems.push(Problem::unusable(u));
                 continue;
             }
         };
+        found_files += files.len();
         let mut indices = Vec::new();
         for f in files {
             match read_text(&f) {
@@ -104,13 +120,14 @@ pub fn run(args: Args) -> ExitCode {
                 // counts as found, and fails the run on its own.
                 Err(u) => {
                     indices.push(usize::MAX);
+                    unreadable.push(u.file.clone());
                     problems.push(Problem::unusable(u));
                 }
             }
         }
         named.push((n.path, n.dir, indices));
     }
-    let loaded = machines::check_many(&read);
+    let checked = machines::check_many(&read);
     let what = format!(
         "a Machine has apiVersion: {} and kind: Machine; pass --allow-empty when none is fine",
         fabric_model::api::API_VERSION
@@ -118,10 +135,10 @@ pub fn run(args: Args) -> ExitCode {
     for (path, dir, indices) in &named {
         // A mistyped or emptied path must not pass as "all valid": every
         // path named has to hold a Machine (valid or not).
-        let found = indices.iter().any(|&i| {
-            loaded
-                .get(i)
-                .is_none_or(|l| !l.machines.is_empty() || !l.diagnostics.is_empty())
+        let found = indices.iter().any(|&i| match checked.get(i) {
+            Some(Ok(l)) => !l.machines.is_empty() || !l.diagnostics.is_empty(),
+            // Unreadable, or not YAML: reported on its own.
+            _ => true,
         });
         if found || args.allow_empty {
             continue;
@@ -138,6 +155,16 @@ pub fn run(args: Args) -> ExitCode {
         let mut u = Unusable::new(path.display().to_string(), message);
         u.diagnostic = u.diagnostic.hint(what.clone());
         problems.push(Problem::unusable(u));
+    }
+    let mut loaded = Vec::new();
+    for c in checked {
+        match c {
+            Ok(l) => loaded.push(l),
+            Err(u) => {
+                unreadable.push(u.file.clone());
+                problems.push(Problem::unusable(u));
+            }
+        }
     }
     for l in &loaded {
         problems.extend(l.diagnostics.iter().map(|d| Problem {
@@ -164,26 +191,21 @@ pub fn run(args: Args) -> ExitCode {
     }
     let errors = problems.iter().filter(|p| p.diagnostic.is_error()).count();
     let unusable = problems.iter().filter(|p| p.unusable).count();
+    let invalid: usize = loaded.iter().map(|l| l.invalid).sum();
+    let count = Count {
+        files: found_files,
+        read: loaded.len(),
+        machines: members.len() + invalid,
+        invalid,
+        errors,
+        unreadable,
+    };
     match args.output {
         Output::Text => {
             for p in &problems {
                 println!("{}", p.diagnostic.located(&p.file));
             }
-            eprintln!(
-                "{} machine{} checked in {} file{}: {}",
-                members.len(),
-                plural(members.len()),
-                loaded.len(),
-                plural(loaded.len()),
-                match (errors, unusable) {
-                    (0, _) => "all valid".to_string(),
-                    (e, 0) => format!("{e} error{}", plural(e)),
-                    (e, u) => format!(
-                        "{e} error{}, {u} of them on input that cannot be checked",
-                        plural(e)
-                    ),
-                }
-            );
+            eprintln!("{}", count.summary());
         }
         Output::Json => {
             let list: Vec<serde_json::Value> = problems
@@ -202,8 +224,11 @@ pub fn run(args: Args) -> ExitCode {
                 })
                 .collect();
             let doc = serde_json::json!({
-                "files": loaded.len(),
-                "machines": members.len(),
+                "files": count.files,
+                "filesRead": count.read,
+                "unreadable": count.unreadable,
+                "machines": count.machines,
+                "invalidMachines": count.invalid,
                 "valid": errors == 0,
                 "problems": list,
             });
@@ -217,6 +242,57 @@ pub fn run(args: Args) -> ExitCode {
     } else {
         exit::OK
     })
+}
+
+/// What a run read and found, for its summary line.
+struct Count {
+    /// Files named, or found under a directory named.
+    files: usize,
+    /// Of those, files read as YAML.
+    read: usize,
+    /// Machine manifests found, valid or not.
+    machines: usize,
+    /// Of those, invalid ones.
+    invalid: usize,
+    errors: usize,
+    /// Paths that could not be read or are not YAML, as named.
+    unreadable: Vec<String>,
+}
+
+impl Count {
+    /// One line: `2 machines checked in 2 of 3 files: 1 invalid, 2 errors; could not read 1: nope.yaml`.
+    fn summary(&self) -> String {
+        let mut line = format!(
+            "{} machine{} checked in {} of {} file{}",
+            self.machines,
+            plural(self.machines),
+            self.read,
+            self.files,
+            plural(self.files)
+        );
+        if self.read == self.files {
+            line = format!(
+                "{} machine{} checked in {} file{}",
+                self.machines,
+                plural(self.machines),
+                self.read,
+                plural(self.read)
+            );
+        }
+        line.push_str(&match (self.errors, self.invalid) {
+            (0, _) => ": all valid".to_string(),
+            (e, 0) => format!(": {e} error{}", plural(e)),
+            (e, i) => format!(": {i} invalid, {e} error{}", plural(e)),
+        });
+        if !self.unreadable.is_empty() {
+            line.push_str(&format!(
+                "; could not read {}: {}",
+                self.unreadable.len(),
+                self.unreadable.join(", ")
+            ));
+        }
+        line
+    }
 }
 
 fn plural(n: usize) -> &'static str {

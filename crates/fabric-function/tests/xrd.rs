@@ -142,7 +142,14 @@ fn xrd_scopes_and_names_follow_crossplane_v2() {
     assert_eq!(v2["spec"]["versions"][0]["name"], "v1alpha1");
     assert!(v2["spec"].get("claimNames").is_none());
     let legacy = xrd::machine_xrd(MachineKind::XMachine);
+    // Crossplane's v2 XRD CRD refuses LegacyCluster and claimNames (a CEL
+    // rule); only apiextensions.crossplane.io/v1 offers claims.
+    assert_eq!(legacy["apiVersion"], "apiextensions.crossplane.io/v1");
     assert_eq!(legacy["spec"]["scope"], "LegacyCluster");
+    assert_eq!(
+        legacy["spec"]["claimNames"],
+        json!({"kind": "Machine", "plural": "machines"})
+    );
     assert_eq!(legacy["spec"]["names"]["kind"], "XMachine");
     assert_eq!(
         legacy["spec"]["versions"][0]["schema"], v2["spec"]["versions"][0]["schema"],

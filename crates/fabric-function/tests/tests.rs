@@ -6,5 +6,6 @@ mod support;
 
 mod flows;
 mod grpc;
+mod image;
 mod props;
 mod xrd;

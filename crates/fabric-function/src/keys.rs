@@ -30,6 +30,9 @@ pub enum Keys {
     Known(Vec<AuthorizedKey>),
     /// Not readable yet; why, naming only the Secret.
     Waiting(String),
+    /// Crossplane has not fetched the Secret for this call yet (the first
+    /// call of every reconcile); it calls again with it.
+    NotFetched(String),
 }
 
 /// Asks for the Secret and reads it once Crossplane supplies it.
@@ -56,7 +59,7 @@ pub fn resolve(
         secret_ref.name, secret_ref.key
     );
     let Some(found) = request::get_required_resources(req, REQUIREMENT) else {
-        return Ok(Keys::Waiting(format!(
+        return Ok(Keys::NotFetched(format!(
             "waiting for Crossplane to fetch the SSH keys {what}"
         )));
     };

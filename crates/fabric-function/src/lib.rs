@@ -255,7 +255,13 @@ fn compose(
     let secret_keys = match keys::resolve(req, &machine, &xr, rsp)? {
         Keys::NotNeeded => None,
         Keys::Known(keys) => Some(keys),
-        Keys::Waiting(message) => {
+        // Crossplane's first call of a reconcile carries no required
+        // resources, and it stops the pipeline at once on a Fatal result,
+        // before fetching what was asked for: refusing here would fail every
+        // reconcile of a machine whose resources exist. Asking is enough;
+        // Crossplane calls again with the Secret.
+        Keys::NotFetched(_) if observed.any(&OWNED) => return Ok(()),
+        Keys::Waiting(message) | Keys::NotFetched(message) => {
             if observed.any(&OWNED) {
                 // Composing nothing would delete the machine's resources.
                 return Err(Failure::invalid(

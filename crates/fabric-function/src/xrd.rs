@@ -150,8 +150,11 @@ pub fn machine_xrd(kind: MachineKind) -> Json {
                 "versions": [version],
             },
         }),
+        // Claims and LegacyCluster exist only in apiextensions.crossplane.io/v1:
+        // the v2 XRD's CRD allows scope Namespaced or Cluster and rejects
+        // claimNames by a CEL rule, so a v2 legacy XRD never installs.
         MachineKind::XMachine => json!({
-            "apiVersion": "apiextensions.crossplane.io/v2",
+            "apiVersion": "apiextensions.crossplane.io/v1",
             "kind": "CompositeResourceDefinition",
             "metadata": {"name": format!("xmachines.{API_GROUP}")},
             "spec": {

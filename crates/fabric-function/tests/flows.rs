@@ -621,6 +621,42 @@ fn a_missing_secret_after_creation_changes_nothing() {
     );
 }
 
+/// Found by `crossplane composition render`: Crossplane's first call of a
+/// reconcile has no required resources, and a Fatal result in any call
+/// ends the pipeline before Crossplane fetches the Secret. So the first call
+/// for a machine whose resources exist must only ask, and the second one,
+/// with the Secret, compose.
+#[test]
+fn the_first_call_of_a_reconcile_asks_for_the_secret_without_a_fatal_result() {
+    let xr = with_phase(machine_with_secret(), "Running");
+    let observed_vm = observed_ready(
+        &json!({"apiVersion": "x", "kind": "EnvironmentVM", "spec": {}}),
+        json!({}),
+    );
+    let first = request(&xr, Some(&input("bpg")), &[(bpg::VM, observed_vm)]);
+    let rsp = run(&first);
+    assert_eq!(fatal(&rsp), None, "{}", messages(&rsp));
+    assert!(
+        rsp.requirements
+            .as_ref()
+            .is_some_and(|r| r.resources.contains_key(keys::REQUIREMENT)),
+        "asks for the Secret: {:?}",
+        rsp.requirements
+    );
+    let second = with_required(
+        first,
+        keys::REQUIREMENT,
+        &[secret("team-a", "admin-keys", &secret_key_line())],
+    );
+    let rsp = run(&second);
+    assert_eq!(fatal(&rsp), None, "{}", messages(&rsp));
+    assert!(
+        names(&rsp).contains(&bpg::VM.to_string()),
+        "{:?}",
+        names(&rsp)
+    );
+}
+
 #[test]
 fn a_legacy_xmachine_reads_its_secret_in_the_claim_namespace() {
     let mut xr = xmachine();

@@ -12,7 +12,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::support::*;
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -169,14 +169,14 @@ fn tokio_stream_once<T: Send + 'static>(
 
 /// A CA, a server certificate for localhost and a client certificate, both
 /// signed by the CA; and a second CA's client certificate.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca_pem: String,
-    client: (String, String),
-    stranger: (String, String),
+pub(crate) struct Pki {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) ca_pem: String,
+    pub(crate) client: (String, String),
+    pub(crate) stranger: (String, String),
 }
 
-fn pki() -> Result<Pki, rcgen::Error> {
+pub(crate) fn pki() -> Result<Pki, rcgen::Error> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
         KeyPair, KeyUsagePurpose,
@@ -227,7 +227,7 @@ fn pki() -> Result<Pki, rcgen::Error> {
     })
 }
 
-async fn tls_call(
+pub(crate) async fn tls_call(
     port: u16,
     ca: &str,
     identity: Option<&(String, String)>,

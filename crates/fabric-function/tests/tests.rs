@@ -6,6 +6,7 @@ mod support;
 
 mod flows;
 mod grpc;
+mod image;
 mod props;
 mod terraform_reads;
 mod xrd;

@@ -142,10 +142,59 @@ fn xrd_scopes_and_names_follow_crossplane_v2() {
     assert_eq!(v2["spec"]["versions"][0]["name"], "v1alpha1");
     assert!(v2["spec"].get("claimNames").is_none());
     let legacy = xrd::machine_xrd(MachineKind::XMachine);
+    // Crossplane's v2 XRD CRD refuses LegacyCluster and claimNames (a CEL
+    // rule); only apiextensions.crossplane.io/v1 offers claims.
+    assert_eq!(legacy["apiVersion"], "apiextensions.crossplane.io/v1");
     assert_eq!(legacy["spec"]["scope"], "LegacyCluster");
+    assert_eq!(
+        legacy["spec"]["claimNames"],
+        json!({"kind": "Machine", "plural": "machines"})
+    );
     assert_eq!(legacy["spec"]["names"]["kind"], "XMachine");
     assert_eq!(
         legacy["spec"]["versions"][0]["schema"], v2["spec"]["versions"][0]["schema"],
         "the same spec and status"
     );
+}
+
+/// Crossplane's YAML loaders (render's observed and required resources,
+/// validate) split files at `---` and read a comment-only part as an
+/// object with no kind, name or namespace; render refused the example
+/// observed files for it ("observed resource  is not in the same namespace
+/// as the XR").
+#[test]
+fn shipped_yaml_has_no_document_without_content() {
+    let root = workspace();
+    let mut files = Vec::new();
+    for dir in [
+        "example",
+        "example/observed",
+        "apis/machines",
+        "apis/xmachines",
+        "package",
+        "package/input",
+    ] {
+        for entry in std::fs::read_dir(root.join(dir)).unwrap_or_else(|e| panic!("{dir}: {e}")) {
+            let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+    }
+    assert!(files.len() > 10, "{files:?}");
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+        for (i, part) in text.split("\n---\n").enumerate() {
+            let part = part.strip_prefix("---\n").unwrap_or(part);
+            let content = part
+                .lines()
+                .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'));
+            assert!(
+                content,
+                "{}: document {} holds only comments or nothing; put the comment above the first document, without a --- before it",
+                path.display(),
+                i + 1
+            );
+        }
+    }
 }

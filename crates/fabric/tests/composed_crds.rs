@@ -66,7 +66,8 @@ const BPG_VM: [&str; 6] = [
 #[test]
 fn composed_examples_are_valid_for_the_provider_crds() {
     for (xr, args, kinds) in [
-        ("example/xr.yaml", &BPG_VM[..], 2),
+        // user-data, meta-data and network-config snippets, and the VM.
+        ("example/xr.yaml", &BPG_VM[..], 4),
         (
             "example/xr.yaml",
             &[
@@ -85,7 +86,8 @@ fn composed_examples_are_valid_for_the_provider_crds() {
                 "--observed",
                 "example/observed/xmachine-snippet-ready.yaml",
             ][..],
-            2,
+            // A DHCP machine: user-data and meta-data snippets, and the VM.
+            3,
         ),
     ] {
         let (code, text) = check_composed(&compose(xr, args));

@@ -36,6 +36,16 @@ in
         type = types.commas;
         default = "virtio=00:00:00:00:00:00,bridge=vmbr0,firewall=1";
       };
+      # The template's one disk, and the boot order naming it; the VMA is
+      # written with drive-virtio0 whatever these say.
+      virtio0 = mkOption {
+        type = types.str;
+        default = "local-lvm:vm-9999-disk-0";
+      };
+      boot = mkOption {
+        type = types.str;
+        default = "order=virtio0";
+      };
       serial0 = mkOption {
         type = types.str;
         default = "socket";

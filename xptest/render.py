@@ -289,24 +289,29 @@ def main():
     xr, xm = ex("xr.yaml"), ex("xmachine.yaml")
     bpg, tf, xbpg = ex("composition.yaml"), ex("composition-terraform.yaml"), ex("composition-xmachine.yaml")
     obs = lambda n: ex("observed", n)  # noqa: E731
+    # Backend bpg composes Fabric's meta-data, and for a static network its
+    # network-config, as snippets beside the user-data (README, "What the
+    # guest receives"): example/xr.yaml is static, example/xmachine.yaml DHCP.
+    static = ["meta-data", "network-config", "user-data"]
+    dhcp = ["meta-data", "user-data"]
     cases = [
         ("machine-bpg-no-secret", "Machine", xr, bpg, machines, None, None,
          {"names": [], "kinds": [], "phase": "WaitingForKeys", "ready": "False", "result": "default/admin-keys"}),
         ("machine-bpg-nothing-observed", "Machine", xr, bpg, machines, None, secret,
-         {"names": ["user-data"], "kinds": bpg_m, "phase": "WaitingForSnippet", "ready": "False"}),
+         {"names": static, "kinds": bpg_m * 3, "phase": "WaitingForSnippet", "ready": "False"}),
         ("machine-bpg-snippet-ready", "Machine", xr, bpg, machines, obs("snippet-ready.yaml"), secret,
-         {"names": ["user-data", "vm"], "kinds": bpg_m + vm_m, "phase": "Provisioning", "ready": "False",
+         {"names": static + ["vm"], "kinds": bpg_m * 3 + vm_m, "phase": "Provisioning", "ready": "False",
           "status": {"userDataFileId": "local:snippets/fabric-web01-3b6efeb56659cd83.user-data.yaml"}}),
         ("machine-bpg-vm-ready", "Machine", xr, bpg, machines, obs("vm-ready.yaml"), secret,
-         {"names": ["user-data", "vm"], "kinds": bpg_m + vm_m, "phase": "Running", "ready": "True"}),
+         {"names": static + ["vm"], "kinds": bpg_m * 3 + vm_m, "phase": "Running", "ready": "True"}),
         ("machine-terraform-nothing-observed", "Machine", xr, tf, machines, None, secret,
          {"names": ["workspace"], "kinds": ["tf.m.upbound.io/Workspace"], "phase": "Provisioning", "ready": "False"}),
         ("machine-terraform-workspace-ready", "Machine", xr, tf, machines, obs("workspace-ready.yaml"), secret,
          {"names": ["workspace"], "kinds": ["tf.m.upbound.io/Workspace"], "phase": "Running", "ready": "True"}),
         ("xmachine-bpg-nothing-observed", "XMachine", xm, xbpg, xmachines, None, None,
-         {"names": ["user-data"], "kinds": bpg_c, "phase": "WaitingForSnippet", "ready": "False"}),
+         {"names": dhcp, "kinds": bpg_c * 2, "phase": "WaitingForSnippet", "ready": "False"}),
         ("xmachine-bpg-snippet-ready", "XMachine", xm, xbpg, xmachines, obs("xmachine-snippet-ready.yaml"), None,
-         {"names": ["user-data", "vm"], "kinds": bpg_c + vm_c, "phase": "Provisioning", "ready": "False"}),
+         {"names": dhcp + ["vm"], "kinds": bpg_c * 2 + vm_c, "phase": "Provisioning", "ready": "False"}),
         ("xmachine-terraform-nothing-observed", "XMachine", xm, tf, xmachines, None, None,
          {"names": ["workspace"], "kinds": ["tf.upbound.io/Workspace"], "phase": "Provisioning", "ready": "False"}),
     ]

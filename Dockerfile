@@ -14,10 +14,10 @@ RUN cargo build --release --locked -p fabric --bin fabric \
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/fabric /usr/local/bin/fabric
-# Crossplane runs package pods as 2000:2000 (RunAsUser/RunAsGroup in its
-# package runtime) whatever the image says; saying the same here makes a
-# local `docker run` match the cluster. The function writes no files and
-# needs no home directory, so any non-root UID works.
-USER 2000:2000
+# distroless' nonroot user. Crossplane runs package pods as 2000:2000
+# (RunAsUser/RunAsGroup in its package runtime) whatever the image says;
+# the function writes no files and needs no home directory, so either
+# works, and the image test runs it as both.
+USER 65532:65532
 EXPOSE 9443
 ENTRYPOINT ["/usr/local/bin/fabric", "function"]

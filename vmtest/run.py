@@ -637,6 +637,9 @@ class Guest:
             parts.append(self.sh(f"journalctl -b --no-pager -o short-monotonic {units} | tail -n 120", timeout=60))
         except Exception as e:  # noqa: BLE001 - diagnostics must not hide the failure
             parts.append(f"(journal unavailable: {e})")
+        if self.forge:
+            parts.append("--- the forge's sshd log (last 30 lines) ---")
+            parts += self.forge.log_text().splitlines()[-30:]
         return "\n".join(parts)
 
 

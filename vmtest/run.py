@@ -1023,19 +1023,27 @@ def key_body_lines(key: Path) -> list[str]:
     return [l for l in key.read_text().splitlines() if l and not l.startswith("-----")]
 
 
-def leaked(g: Guest, key: Path) -> int:
-    """How many lines of everything the machine logged or recorded hold a
-    line of the key: the whole journal of every boot with every field
-    (command lines and environments of logging processes included),
-    cloud-init's logs and fabric's state. The key reaches grep through
-    SSH's stdin, never a command line, which sudo would log."""
+def logged(g: Guest, needles: list[str]) -> int:
+    """How many lines of everything the machine logged or recorded hold one
+    of `needles`: the whole journal of every boot with every field (command
+    lines of logging processes included), cloud-init's logs and fabric's
+    state. The needles reach grep through SSH's stdin, never a command
+    line, which sudo would log."""
     command = ("exec 3<&0; { journalctl --no-pager -o export; cat /var/log/cloud-init.log "
                "/var/log/cloud-init-output.log; find /var/lib/fabric -type f -exec cat {} +; } 2>/dev/null "
                "| grep -a -c -F -f /dev/fd/3 || true")
-    p = subprocess.run(g.ssh_argv(f"sudo sh -c {shquote(command)}"), input="\n".join(key_body_lines(key)) + "\n",
+    p = subprocess.run(g.ssh_argv(f"sudo sh -c {shquote(command)}"), input="\n".join(needles) + "\n",
                        text=True, capture_output=True, timeout=600)
     check(p.returncode == 0 and p.stdout.strip().isdigit(), f"the leak check did not run: {p.stderr}")
     return int(p.stdout.strip())
+
+
+def leaked(g: Guest, key: Path, fingerprint: str) -> int:
+    """logged() for the key's lines, after checking that the same search
+    finds the key's fingerprint, which the journal must hold: a search that
+    cannot find anything would pass for no leak."""
+    check(logged(g, [fingerprint]) > 0, f"the leak check does not find the fingerprint {fingerprint} either")
+    return logged(g, key_body_lines(key))
 
 
 def assert_credential(g: Guest, source: str, want: dict) -> None:
@@ -1069,7 +1077,8 @@ def scenario_private_fleet(g: Guest, ctx: dict) -> None:
     check(fp in journal, f"the bootstrap journal does not name the key's fingerprint {fp}")
     assert_credential(g, g.sh("cat /var/lib/fabric/bootstrap.json"), want)
     assert_credential(g, g.fabric("status --json"), want)
-    check(leaked(g, forge.deploy_key) == 0, "the deploy key appears in the journal, cloud-init's logs or fabric's state")
+    check(leaked(g, forge.deploy_key, fp) == 0,
+          "the deploy key appears in the journal, cloud-init's logs or fabric's state")
 
     # The agent, as the module defines it with no credential option, keeps
     # using the first-boot files.
@@ -1113,7 +1122,7 @@ def scenario_private_fleet(g: Guest, ctx: dict) -> None:
                       {"kind": "ssh-key", "fingerprint": fp2, "host": host})
     s = json.loads(g.fabric("status --json"))
     check(s.get("revision") == rev, f"status shows {s.get('revision')}, not {rev}")
-    check(leaked(g, forge.deploy_key) == 0 and leaked(g, rotated) == 0,
+    check(leaked(g, forge.deploy_key, fp) == 0 and leaked(g, rotated, fp2) == 0,
           "a deploy key appears in the journal, cloud-init's logs or fabric's state")
 
 

@@ -9,7 +9,7 @@
 # the expected resources and all of them are valid.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FABRIC=${1:-$ROOT/target/debug/fabric}
+FABRIC=${1:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/fabric}
 CHECK=${CHECK_COMPOSED:-$ROOT/oracles/check-composed}
 EX=$ROOT/example
 [ -x "$FABRIC" ] || { echo "check.sh: no fabric binary at $FABRIC (cargo build -p fabric)" >&2; exit 2; }

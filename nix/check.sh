@@ -118,8 +118,6 @@ else
     echo "nix/check.sh: installing bubblewrap for the sandbox probe" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null
   fi
-  if [ ! -x target/debug/fabric ]; then
-    cargo build -q -p fabric
-  fi
-  python3 nix/tests/sandbox-probe.py target/debug/fabric
+  cargo build -q --locked -p fabric
+  python3 nix/tests/sandbox-probe.py "${CARGO_TARGET_DIR:-target}/debug/fabric"
 fi

@@ -400,6 +400,11 @@ impl Agent {
                     .unwrap_or(CycleResult::SkippedRejected { revision, reason });
             }
         }
+        if let Some(c) = &st.credential {
+            // Once per deployment, so the journal of every build says
+            // which credential fetched it.
+            tracing::info!("building with credential: {c}");
+        }
         self.deploy(&mut st, &flake, head, running, auth.as_ref())
     }
 

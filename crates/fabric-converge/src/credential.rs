@@ -304,6 +304,8 @@ fn load_ssh(
     known_hosts: Option<&Path>,
     flake: &FlakeRef,
 ) -> Result<Credential, CredentialError> {
+    // An exposed secret is reported first, whatever else is wrong.
+    let text = read_checked(key_path, "SSH deploy key", Access::Secret)?;
     if flake.scheme() != FlakeScheme::GitSsh {
         return Err(CredentialError::Mismatch {
             path: key_path.to_path_buf(),
@@ -323,7 +325,6 @@ fn load_ssh(
         None | Some(22) => host.clone(),
         Some(p) => format!("[{host}]:{p}"),
     };
-    let text = read_checked(key_path, "SSH deploy key", Access::Secret)?;
     let key = ssh_key::PrivateKey::from_openssh(text.as_bytes()).map_err(|e| {
         CredentialError::Invalid {
             path: key_path.to_path_buf(),
@@ -479,6 +480,8 @@ fn glob(pattern: &[u8], name: &[u8]) -> bool {
 }
 
 fn load_tokens(path: &Path, flake: &FlakeRef) -> Result<Credential, CredentialError> {
+    // An exposed secret is reported first, whatever else is wrong.
+    let text = read_checked(path, "access tokens file", Access::Secret)?;
     let (host, port, user, default_port) = match flake.scheme() {
         FlakeScheme::GitHttps => {
             let (h, p) = remote_host(flake).ok_or_else(|| CredentialError::Mismatch {
@@ -508,7 +511,6 @@ fn load_tokens(path: &Path, flake: &FlakeRef) -> Result<Credential, CredentialEr
         Some(p) if p != default_port => format!("{host}:{p}"),
         _ => host.clone(),
     };
-    let text = read_checked(path, "access tokens file", Access::Secret)?;
     let mut chosen: Option<(String, String)> = None;
     for (i, raw) in text.lines().enumerate() {
         let mut offset = 0usize;

@@ -367,9 +367,11 @@ impl Agent {
             Err(e) if e.is_cancelled() => return CycleResult::Cancelled,
             Err(e) => {
                 let _ = self.save(&st);
-                return CycleResult::RemoteFailed {
-                    message: e.to_string(),
+                let message = match credential::explain_refusal(&e.tail(), st.credential.as_ref()) {
+                    Some(hint) => format!("{hint}. {e}"),
+                    None => e.to_string(),
                 };
+                return CycleResult::RemoteFailed { message };
             }
         };
         let running = self.opts.activator.running();

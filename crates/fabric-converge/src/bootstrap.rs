@@ -287,9 +287,15 @@ pub fn bootstrap(
             Ok((rev, _)) => rev,
             Err(e) if e.is_cancelled() => return Err(run.cancelled()),
             Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                let message =
+                    match credential::explain_refusal(&e.tail(), run.state.credential.as_ref()) {
+                        Some(hint) => format!("{first}; {hint}"),
+                        None => first,
+                    };
                 let failure = Failure {
                     phase: Phase::WaitRemote,
-                    message: e.to_string().lines().next().unwrap_or_default().to_string(),
+                    message,
                     command: e.command(),
                     exit_code: None,
                     tail: e.tail(),

@@ -197,6 +197,46 @@ impl CredentialError {
     }
 }
 
+/// What a failed fetch's output says about the credential, as what to do;
+/// `None` when it says nothing about it. Git's own words ("could not read
+/// Username … terminal prompts disabled") do not say that a token was sent
+/// and refused.
+pub fn explain_refusal(tail: &str, used: Option<&CredentialSummary>) -> Option<String> {
+    let host_key = tail.contains("Host key verification failed")
+        || tail.contains("REMOTE HOST IDENTIFICATION HAS CHANGED")
+        || tail.contains("No ED25519 host key is known")
+        || tail.contains("host key is known for");
+    if host_key {
+        return Some(match used {
+            Some(CredentialSummary::SshKey { host, .. }) => format!(
+                "the server's host key is not the one pinned for {host}: if the forge changed its host key, pin the new one (checked against the fingerprint the forge publishes) in known_hosts"
+            ),
+            _ => "the server's host key is not pinned: give a deploy key and a known_hosts line for the host (spec.nix.credentialsSecretRef)".into(),
+        });
+    }
+    if tail.contains("Permission denied (publickey") {
+        return Some(match used {
+            Some(CredentialSummary::SshKey { fingerprint, .. }) => format!(
+                "the server refused the deploy key {fingerprint}: add it to the repository's deploy keys (read-only is enough)"
+            ),
+            _ => "the server wants an SSH key: give a deploy key (spec.nix.credentialsSecretRef)".into(),
+        });
+    }
+    if tail.contains("could not read Username")
+        || tail.contains("Authentication failed")
+        || tail.contains("The requested URL returned error: 401")
+        || tail.contains("The requested URL returned error: 403")
+    {
+        return Some(match used {
+            Some(CredentialSummary::AccessToken { host }) => format!(
+                "the server refused the access token for {host}: check that it is the right one, not expired, and allowed to read the repository"
+            ),
+            _ => "the server asks for credentials: give an access token (spec.nix.credentialsSecretRef)".into(),
+        });
+    }
+    None
+}
+
 /// The files in use after defaults, joined under the root.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ResolvedPaths {
@@ -1067,6 +1107,35 @@ AAAEA3inlrTxhuB1yj6gk2iRsfJAUKn0CPIfw6VWwIjGlMVvI/UyI8QQsjt6v6eUXSrboS
         assert_eq!(key.ssh_key, Some(r.join("/run/secrets/key")));
         assert_eq!(key.known_hosts, Some(r.join(layout::KNOWN_HOSTS_FILE)));
         assert_eq!(key.access_tokens, None);
+    }
+
+    #[test]
+    fn refusals_by_the_server_are_explained() {
+        let key = CredentialSummary::SshKey {
+            fingerprint: "SHA256:abc".into(),
+            host: "[h]:2222".into(),
+        };
+        let token = CredentialSummary::AccessToken { host: "h".into() };
+        let said = |tail: &str, used| explain_refusal(tail, used).unwrap_or_default();
+        assert!(said("Host key verification failed.\n", Some(&key)).contains("pinned for [h]:2222"));
+        assert!(said("root@h: Permission denied (publickey).\n", Some(&key))
+            .contains("refused the deploy key SHA256:abc"));
+        assert!(said(
+            "fatal: could not read Username for 'https://h': terminal prompts disabled\n",
+            Some(&token)
+        )
+        .contains("refused the access token for h"));
+        assert!(
+            said("fatal: could not read Username for 'https://h'\n", None)
+                .contains("give an access token")
+        );
+        assert_eq!(
+            explain_refusal(
+                "fatal: unable to access: Could not resolve host\n",
+                Some(&token)
+            ),
+            None
+        );
     }
 
     #[test]

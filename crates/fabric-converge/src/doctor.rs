@@ -176,6 +176,10 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
         _ => None,
     };
     let credential_refused = matches!(credential, Some(Err(_)));
+    let used = match &credential {
+        Some(Ok(Some(c))) => Some(c.summary.clone()),
+        _ => None,
+    };
 
     checks.push(tools(runner));
 
@@ -190,7 +194,10 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
                     "remote",
                     Verdict::Fail,
                     format!("{}: {}", q.url, e.to_string().lines().last().unwrap_or_default()),
-                    format!("try `git ls-remote {} {}` as root: check DNS, routes, the deploy key or access token, and that ref {} exists", q.url, q.git_ref, q.git_ref),
+                    match credential::explain_refusal(&e.tail(), used.as_ref()) {
+                        Some(hint) => hint,
+                        None => format!("try `git ls-remote {} {}` as root: check DNS, routes, the deploy key or access token, and that ref {} exists", q.url, q.git_ref, q.git_ref),
+                    },
                 ),
             },
         },

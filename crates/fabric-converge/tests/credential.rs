@@ -597,6 +597,13 @@ fn ssh_refuses_a_changed_host_key_and_a_key_others_can_read() {
         failure.tail.contains("Host key verification failed"),
         "{failure:?}"
     );
+    assert!(
+        failure.message.contains(&format!(
+            "the server's host key is not the one pinned for {}",
+            fl.host()
+        )),
+        "{failure:?}"
+    );
     assert!(!f.marker().exists());
 }
 
@@ -706,12 +713,23 @@ fn https_bootstrap_needs_the_token_and_gets_it_through_the_environment_only() {
         failure.tail.contains("could not read Username"),
         "{failure:?}"
     );
+    assert!(
+        failure
+            .message
+            .contains("the server asks for credentials: give an access token"),
+        "{failure:?}"
+    );
     // The wrong token: sent, and refused by the server (git then asks for
     // a user name it cannot prompt for).
     write_mode(&tokens, &format!("{host}=not-{token}\n"), 0o600);
     spy.clear();
     let e = bootstrap(&opts(&f, Duration::from_secs(2)), &runner, &Cancel::new()).unwrap_err();
     assert!(e.to_string().contains("could not read Username"), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&format!("the server refused the access token for {host}")),
+        "{e}"
+    );
     let wrong = format!(
         "GIT_CONFIG_VALUE_0=Authorization: Basic {}",
         base64_of(&format!("x-access-token:not-{token}"))

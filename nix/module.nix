@@ -176,29 +176,34 @@ let
         let
           v = c.value;
           s = toString v;
+          # A Nix path names a file of the fleet, not of the machine: it
+          # lands in the store, wherever the fleet was checked out.
+          onMachine = !builtins.isPath v;
         in
         optionals (v != null) [
           {
-            assertion = !(c.secret && builtins.isPath v);
+            assertion = onMachine || !c.secret;
             message = nixPathRefusal c;
           }
           {
-            assertion = hasPrefix "/" s;
+            assertion = !onMachine || hasPrefix "/" s;
             message = "${credentialOption c} = \"${s}\" is not an absolute path. Give the file's full path on the machine, e.g. \"${
               layout.${c.name}
             }\".";
           }
           {
-            assertion = !(c.secret && !builtins.isPath v && hasPrefix "${builtins.storeDir}/" s);
+            assertion = !(c.secret && hasPrefix "${builtins.storeDir}/" s);
             message = "${credentialOption c} = \"${s}\" is in the Nix store, which every user of the machine can read. Keep the secret out of the store: let sops-nix or agenix put it under /run, or keep the first-boot file \"${
               layout.${c.name}
             }\".";
           }
           {
-            assertion = !(any (tmp: hasPrefix tmp s) [
-              "/tmp/"
-              "/var/tmp/"
-            ]);
+            assertion =
+              !onMachine
+              || !(any (tmp: hasPrefix tmp s) [
+                "/tmp/"
+                "/var/tmp/"
+              ]);
             message = "${credentialOption c} = \"${s}\" is under /tmp or /var/tmp, which the agent's unit does not see (it has a private one, PrivateTmp=true). Keep the file elsewhere, e.g. under /run/secrets (sops-nix), /run/agenix (agenix) or ${layout.credentialsDir}.";
           }
         ];

@@ -484,6 +484,17 @@ let
       agentSsh
       agentFirstBoot
     ]) [ [ ] [ ] [ ] [ ] ])
+    # A fleet checked out under /tmp: its known_hosts still lands in the
+    # store, which the unit sees.
+    (eq "credentials: a known_hosts Nix path is checked as the store path it becomes" (failedAssertions (withModule [
+      {
+        services.fabric.agent.enable = true;
+        services.fabric.credentials = {
+          sshKeyFile = "/run/secrets/fleet-deploy-key";
+          knownHostsFile = /tmp/fleet/known_hosts;
+        };
+      }
+    ])) [ ])
     (eq "credentials: the system builds with them" (map (cfg: cfg.system.build.toplevel.name) [
       agentSsh
       agentFirstBoot

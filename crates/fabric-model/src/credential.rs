@@ -12,7 +12,6 @@
 use std::fmt;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use ssh_key::known_hosts::{Entry, HostPatterns, Marker};
 use ssh_key::{HashAlg, PrivateKey};
 
@@ -484,6 +483,7 @@ fn ssh_key(
     let known = unix_lines(&kh.text);
     let mut names_host = false;
     let mut lines = 0;
+    let mut hashed = 0;
     for (i, line) in known.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -492,6 +492,9 @@ fn ssh_key(
         lines += 1;
         match line.parse::<Entry>() {
             Ok(entry) => {
+                if matches!(entry.host_patterns(), HostPatterns::HashedName { .. }) {
+                    hashed += 1;
+                }
                 if entry.marker() != Some(&Marker::Revoked)
                     && patterns_match(entry.host_patterns(), &name)
                 {
@@ -515,6 +518,8 @@ fn ssh_key(
                 kh.pos,
                 if lines == 0 {
                     format!("holds no host key, so nothing pins {name}")
+                } else if hashed > 0 {
+                    format!("no line pins {name}, the host spec.nix.flakeRef fetches from ({hashed} hashed line(s) cannot be checked: write the host in clear, ssh-keyscan without -H)")
                 } else {
                     format!("no line pins {name}, the host spec.nix.flakeRef fetches from")
                 },
@@ -544,34 +549,27 @@ fn ssh_key(
     }
 }
 
-/// True when `patterns` names `name` (`host` or `[host]:port`): a plain
-/// or glob pattern, or a hashed name (`|1|salt|hash`, as `ssh-keyscan -H`
-/// and `HashKnownHosts` write), which is HMAC-SHA1 of the name keyed by the
-/// salt. A negated pattern that matches excludes the name.
+/// True when `patterns` names `name` (`host` or `[host]:port`) with
+/// OpenSSH's pattern rules; a negated pattern that matches excludes it. A
+/// hashed name (`|1|salt|hash`) never counts: `fabric bootstrap` checks the
+/// same files on the machine, and there, as here, only a line in clear
+/// shows which host is pinned.
 fn patterns_match(patterns: &HostPatterns, name: &str) -> bool {
-    match patterns {
-        HostPatterns::HashedName { salt, hash } => {
-            let Ok(mut mac) = Hmac::<sha1::Sha1>::new_from_slice(salt) else {
+    let HostPatterns::Patterns(list) = patterns else {
+        return false;
+    };
+    let mut matched = false;
+    for p in list {
+        let p = p.to_ascii_lowercase();
+        if let Some(neg) = p.strip_prefix('!') {
+            if glob(neg, name) {
                 return false;
-            };
-            mac.update(name.as_bytes());
-            mac.verify_slice(hash).is_ok()
-        }
-        HostPatterns::Patterns(list) => {
-            let mut matched = false;
-            for p in list {
-                let p = p.to_ascii_lowercase();
-                if let Some(neg) = p.strip_prefix('!') {
-                    if glob(neg, name) {
-                        return false;
-                    }
-                } else if glob(&p, name) {
-                    matched = true;
-                }
             }
-            matched
+        } else if glob(&p, name) {
+            matched = true;
         }
     }
+    matched
 }
 
 /// OpenSSH's pattern syntax: `*` any run, `?` one character.

@@ -257,16 +257,55 @@ pub fn for_machine(
         Some(ns) => format!("Secret {ns}/{}", secret_ref.name),
         None => format!("Secret {} (in the Machine's namespace)", secret_ref.name),
     };
+    let meta = |d: &Node, field: &str| {
+        d.get("metadata")
+            .and_then(|m| m.get(field))
+            .and_then(Node::as_text)
+            .map(str::to_string)
+    };
+    let secrets: Vec<&Node> = docs
+        .iter()
+        .filter(|d| d.get("kind").and_then(Node::as_text) == Some("Secret"))
+        .collect();
+    let hint = format!(
+        "pass the file of the Secret {FIELD} names: metadata.name {} in the machine's namespace, or with no metadata.namespace",
+        secret_ref.name
+    );
+    let Some(first) = secrets.first() else {
+        return Err(CredentialError::NotInFile(
+            Diagnostic::error(
+                "",
+                Some(Pos { line: 1, col: 1 }),
+                format!("holds no Secret; the machine needs {wanted} ({FIELD})"),
+            )
+            .hint(hint),
+        ));
+    };
+    let found: Vec<String> = secrets
+        .iter()
+        .map(|d| {
+            let name = meta(d, "name").unwrap_or_else(|| "(unnamed)".into());
+            match meta(d, "namespace") {
+                Some(ns) => format!("{ns}/{name}"),
+                None => format!("{name} (no namespace)"),
+            }
+        })
+        .collect();
+    let pos = first
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.pos)
+        .or(first.pos);
     Err(CredentialError::NotInFile(
         Diagnostic::error(
-            "",
-            Some(Pos { line: 1, col: 1 }),
-            format!("holds no {wanted}, which {FIELD} names"),
+            "metadata.name",
+            pos,
+            format!(
+                "the machine needs {wanted} ({FIELD}), but this file holds only Secret {}",
+                found.join(", ")
+            ),
         )
-        .hint(format!(
-            "pass the file of the Secret named {} (in the machine's namespace, or naming none)",
-            secret_ref.name
-        )),
+        .hint(hint),
     ))
 }
 

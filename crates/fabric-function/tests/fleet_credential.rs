@@ -438,3 +438,60 @@ proptest! {
         prop_assert!(assert_no_leak(&rsp, std::slice::from_ref(&token), backend));
     }
 }
+
+#[test]
+fn a_legacy_xmachine_reads_its_credential_in_the_claim_namespace() {
+    let mut xr = xmachine();
+    xr["spec"]["nix"] = ssh_machine()["spec"]["nix"].clone();
+    let rsp = run(&request(&xr, Some(&input("bpg")), &[]));
+    let sel = rsp
+        .requirements
+        .as_ref()
+        .and_then(|r| r.resources.get(credential::REQUIREMENT))
+        .cloned()
+        .unwrap();
+    assert_eq!(sel.namespace.as_deref(), Some("team-a"));
+    let rsp = run(&with_required(
+        request(&xr, Some(&input("bpg")), &[]),
+        credential::REQUIREMENT,
+        &[key_secret("team-a")],
+    ));
+    assert_eq!(fatal(&rsp), None, "{}", messages(&rsp));
+    assert!(assert_no_leak(&rsp, &key_lines(), "xmachine"));
+    // Without a claim there is no namespace to read it from: Fatal, named.
+    xr["metadata"]["labels"] = json!({});
+    let rsp = run(&request(&xr, Some(&input("bpg")), &[]));
+    let msg = fatal(&rsp).unwrap();
+    assert!(
+        msg.starts_with("spec.nix.credentialsSecretRef: a cluster-scoped XMachine"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_rotated_token_reaches_the_next_snippet_through_the_memo() {
+    let xr = token_machine();
+    for backend in BACKENDS {
+        let mut seen = Vec::new();
+        for token in [
+            "github_pat_FAKE0first0token000",
+            "github_pat_FAKE0second0token00",
+        ] {
+            let secret = token_secret("team-a", &format!("github.com={token}"));
+            let req = with_required(
+                request(&xr, Some(&input(backend)), &[]),
+                credential::REQUIREMENT,
+                &[secret],
+            );
+            // Twice through the memo: the second answer is the remembered plan.
+            for rsp in [run(&req), run(&req)] {
+                let ud = user_data_of(&rsp, backend);
+                assert!(ud.contains(token), "{backend}: {token} not in the snippet");
+                for old in &seen {
+                    assert!(!ud.contains(*old), "{backend}: the old token stayed");
+                }
+            }
+            seen.push(token);
+        }
+    }
+}

@@ -59,6 +59,21 @@ stage xmachine-vm "EnvironmentFile EnvironmentFile EnvironmentVM" \
 stage xmachine-terraform "Workspace" \
   "$EX/xmachine.yaml" --input "$EX/composition-terraform.yaml"
 
+# A private fleet: the deploy key reaches the user-data snippet only.
+stage private-fleet-bpg "EnvironmentFile EnvironmentFile EnvironmentFile" \
+  "$EX/private-fleet.yaml" --input "$EX/composition.yaml" --secret "$EX/private-fleet-secret.yaml"
+stage private-fleet-terraform "Workspace" \
+  "$EX/private-fleet.yaml" --input "$EX/composition-terraform.yaml" --secret "$EX/private-fleet-secret.yaml"
+for name in private-fleet-bpg private-fleet-terraform; do
+  if grep -q "BEGIN OPENSSH PRIVATE KEY" "$OUT/$name.err"; then
+    echo "FAIL $name: the key reached stderr" >&2
+    failed=1
+  elif ! grep -q "/etc/fabric/credentials/ssh-key" "$OUT/$name.yaml"; then
+    echo "FAIL $name: the snippet does not deliver the key" >&2
+    failed=1
+  fi
+done
+
 # Without its Secret the example composes nothing (no VM before the keys
 # are known) and says why, without failing.
 echo "== bpg-without-secret"

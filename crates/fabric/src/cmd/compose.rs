@@ -107,19 +107,9 @@ impl From<Unusable> for FileError {
 pub fn run(args: Args) -> ExitCode {
     match compose(&args) {
         Ok((rsp, out)) => {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(out.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                Ok(()) => {}
-                // A reader that stopped early (`| head`) is not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                Err(e) => {
-                    eprintln!("fabric compose: cannot write to stdout: {e}");
-                    return ExitCode::from(exit::USAGE);
-                }
+            if let Err(e) = crate::output::to_stdout(&out) {
+                eprintln!("fabric compose: cannot write to stdout: {e}");
+                return ExitCode::from(exit::USAGE);
             }
             report(&rsp, &args.xr)
         }

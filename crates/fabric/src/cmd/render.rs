@@ -167,7 +167,10 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     let Some(dir) = args.dir.or(args.out) else {
-        print!("{}", seed.user_data);
+        if let Err(e) = crate::output::to_stdout(&seed.user_data) {
+            eprintln!("fabric render: cannot write to stdout: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
         return ExitCode::SUCCESS;
     };
     if let Err(e) = ensure_dir(&dir) {

@@ -82,7 +82,10 @@
               ];
               src = lib.fileset.toSource {
                 root = ./.;
-                fileset = lib.fileset.fileFilter (file: file.hasExt "nix" || file.hasExt "sh") ./.;
+                # known_hosts: the example fleet pins its forge's host key.
+                fileset = lib.fileset.fileFilter (
+                  file: file.hasExt "nix" || file.hasExt "sh" || file.name == "known_hosts"
+                ) ./.;
               };
             }
             ''

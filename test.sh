@@ -4,7 +4,9 @@
 # Needs root: it installs with apt what the tests drive for real when it is
 # missing (Debian/Ubuntu: cloud-init, nix-bin, git, debootstrap,
 # systemd-container, python3-yaml, python3-jsonschema, and the ISO readers
-# genisoimage, xorriso, libarchive-tools, p7zip-full, libcdio-utils), creates
+# genisoimage, xorriso, libarchive-tools, p7zip-full, libcdio-utils, and the
+# servers the private-fleet tests fetch through: openssh-server,
+# openssh-client, lighttpd, openssl), creates
 # the nixbld group and build users, configures Nix for offline use, fetches
 # cloud-init's schemas from Debian (once) and builds the Debian root the
 # cloud-init tests run in (once, a few minutes; see oracles/README.md), then
@@ -32,6 +34,12 @@ command -v bsdtar >/dev/null 2>&1 || missing+=(libarchive-tools)
 command -v 7z >/dev/null 2>&1 || missing+=(p7zip-full)
 command -v iso-info >/dev/null 2>&1 || missing+=(libcdio-utils)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# The credential tests (crates/fabric-converge/tests/credential.rs): a real
+# sshd and a real git http-backend behind lighttpd with TLS, on loopback.
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+[ -x /usr/sbin/lighttpd ] || missing+=(lighttpd)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The project's oracles (oracles/): a debootstrapped root run with
 # systemd-nspawn, and checkers on Debian's Python.
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
@@ -41,10 +49,21 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}" >&2
   $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  for c in cloud-init nix isoinfo xorriso bsdtar 7z iso-info git debootstrap systemd-nspawn; do
+  for c in cloud-init nix isoinfo xorriso bsdtar 7z iso-info git debootstrap systemd-nspawn \
+    /usr/sbin/sshd ssh-keygen /usr/sbin/lighttpd openssl; do
     command -v "$c" >/dev/null 2>&1 || { echo "test.sh: $c is still missing after installing ${missing[*]}" >&2; exit 1; }
   done
   /usr/bin/python3 -c 'import yaml, jsonschema' || { echo "test.sh: Debian's python3 still lacks yaml or jsonschema" >&2; exit 1; }
+  # Debian starts the services of the servers it installs, listening on
+  # every address; the tests run their own on loopback. Stop and disable
+  # the ones this script installed (never ones that were already there).
+  if [ -d /run/systemd/system ]; then
+    for pkg_unit in openssh-server:ssh.service lighttpd:lighttpd.service; do
+      case " ${missing[*]} " in
+        *" ${pkg_unit%%:*} "*) $sudo systemctl disable --now "${pkg_unit#*:}" >/dev/null 2>&1 || true ;;
+      esac
+    done
+  fi
 fi
 
 # Debian's nix-bin alone does not create the build users (nix-setup-systemd

@@ -9,7 +9,7 @@
 # the expected resources and all of them are valid.
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-FABRIC=${1:-$ROOT/target/debug/fabric}
+FABRIC=${1:-${CARGO_TARGET_DIR:-$ROOT/target}/debug/fabric}
 CHECK=${CHECK_COMPOSED:-$ROOT/oracles/check-composed}
 EX=$ROOT/example
 [ -x "$FABRIC" ] || { echo "check.sh: no fabric binary at $FABRIC (cargo build -p fabric)" >&2; exit 2; }
@@ -58,6 +58,21 @@ stage xmachine-vm "EnvironmentFile EnvironmentFile EnvironmentVM" \
   --observed "$EX/observed/xmachine-snippet-ready.yaml"
 stage xmachine-terraform "Workspace" \
   "$EX/xmachine.yaml" --input "$EX/composition-terraform.yaml"
+
+# A private fleet: the deploy key reaches the user-data snippet only.
+stage private-fleet-bpg "EnvironmentFile EnvironmentFile EnvironmentFile" \
+  "$EX/private-fleet.yaml" --input "$EX/composition.yaml" --secret "$EX/private-fleet-secret.yaml"
+stage private-fleet-terraform "Workspace" \
+  "$EX/private-fleet.yaml" --input "$EX/composition-terraform.yaml" --secret "$EX/private-fleet-secret.yaml"
+for name in private-fleet-bpg private-fleet-terraform; do
+  if grep -q "BEGIN OPENSSH PRIVATE KEY" "$OUT/$name.err"; then
+    echo "FAIL $name: the key reached stderr" >&2
+    failed=1
+  elif ! grep -q "/etc/fabric/credentials/ssh-key" "$OUT/$name.yaml"; then
+    echo "FAIL $name: the snippet does not deliver the key" >&2
+    failed=1
+  fi
+done
 
 # Without its Secret the example composes nothing (no VM before the keys
 # are known) and says why, without failing.

@@ -9,10 +9,14 @@
 #   3. flake.nix's outputs and the example fleet flake (examples/hosts)
 #      evaluate and compose as intended, with a stand-in for the nixpkgs
 #      input (nix/tests/flake-standin.nix);
-#   4. the script that moves the agent onto a new definition behaves, run
+#   4. a deploy key given to the module as a Nix path never reaches the
+#      store, however the configuration is read: evaluated for real where
+#      the store is writable, with a public known_hosts file as the control
+#      that does get copied;
+#   5. the script that moves the agent onto a new definition behaves, run
 #      against a real process and lock with systemctl faked
 #      (nix/tests/upgrade-script.sh);
-#   5. the real `fabric agent` and `fabric bootstrap` converge inside the
+#   6. the real `fabric agent` and `fabric bootstrap` converge inside the
 #      file-system sandbox the module gives their units, rebuilt with
 #      bubblewrap (nix/tests/sandbox-probe.py; as root only, and not inside
 #      a Nix build, which sets FABRIC_SKIP_SANDBOX_PROBE=1).
@@ -107,6 +111,60 @@ if [ "$refused" -eq 0 ] || [ "$wrong" -ne 0 ]; then
   exit 1
 fi
 
+# A deploy key given as a Nix path must never reach the store, however the
+# configuration is read: the system, the unit's command line, the agent's
+# definition hash. This evaluates for real (--read-write-mode), so a
+# path that got interpolated would be copied; then the key's store path
+# must not exist. The control: a known_hosts Nix path (public, allowed)
+# is copied by the same evaluation of the unit.
+if [ -w "$(nix-instantiate --eval -E builtins.storeDir | tr -d '"')" ]; then
+  probe=$(mktemp -d)
+  trap 'rm -rf "$probe"' EXIT
+  # Unique contents, so no earlier run left the same store path behind.
+  head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$probe/deploy-key"
+  cp "$probe/deploy-key" "$probe/known_hosts"
+  echo " control" >>"$probe/known_hosts"
+  store_path() {
+    nix-instantiate --readonly-mode --eval -E "\"\${$1}\"" | tr -d '"'
+  }
+  key_path=$(store_path "$probe/deploy-key")
+  hosts_path=$(store_path "$probe/known_hosts")
+  credentials="{ sshKeyFile = $probe/deploy-key; knownHostsFile = $probe/known_hosts; }"
+  standin="(import $root/nix/tests/eval-standin.nix)"
+  stored=0
+  for read in \
+    "$standin.credentialSystem $credentials" \
+    "($standin.credentialUnit $credentials).serviceConfig.ExecStart" \
+    "($standin.credentialUnit $credentials).environment.FABRIC_AGENT_DEFINITION"; do
+    if output=$(nix-instantiate --eval --read-write-mode --strict -E "$read" 2>&1); then
+      echo "nix/check.sh: store probe: $read evaluated, but a Nix path for sshKeyFile must be refused" >&2
+      stored=1
+    elif [[ "$output" != *"services.fabric.credentials.sshKeyFile is the Nix path $probe/deploy-key"* ]]; then
+      echo "nix/check.sh: store probe: $read failed, but not with the Nix path refusal:" >&2
+      echo "$output" | sed 's/^/    /' >&2
+      stored=1
+    fi
+  done
+  if [ -e "$key_path" ]; then
+    echo "nix/check.sh: store probe: the deploy key reached the store: $key_path" >&2
+    stored=1
+  fi
+  # The control: with the key given as a string, the known_hosts path is
+  # interpolated, hence copied.
+  nix-instantiate --eval --read-write-mode --strict -E "($standin.credentialUnit { sshKeyFile = \"/run/secrets/k\"; knownHostsFile = $probe/known_hosts; }).serviceConfig.ExecStart" >/dev/null
+  if [ ! -e "$hosts_path" ]; then
+    echo "nix/check.sh: store probe: the control known_hosts was not copied to $hosts_path; the probe proves nothing" >&2
+    stored=1
+  fi
+  nix-store --delete "$hosts_path" >/dev/null 2>&1 || true
+  if [ "$stored" -ne 0 ]; then
+    exit 1
+  fi
+  echo "store-probe: a deploy key given as a Nix path stays out of the store (control copied)"
+else
+  echo "store-probe: skipped: the Nix store is not writable here"
+fi
+
 bash nix/tests/upgrade-script.sh
 
 if [ "${FABRIC_SKIP_SANDBOX_PROBE:-0}" = 1 ]; then
@@ -118,8 +176,6 @@ else
     echo "nix/check.sh: installing bubblewrap for the sandbox probe" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null
   fi
-  if [ ! -x target/debug/fabric ]; then
-    cargo build -q -p fabric
-  fi
-  python3 nix/tests/sandbox-probe.py target/debug/fabric
+  cargo build -q --locked -p fabric
+  python3 nix/tests/sandbox-probe.py "${CARGO_TARGET_DIR:-target}/debug/fabric"
 fi

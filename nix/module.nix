@@ -15,6 +15,7 @@
 
 let
   inherit (lib)
+    any
     concatMap
     concatStringsSep
     hasPrefix
@@ -49,6 +50,12 @@ let
     defaultBootstrapTimeout = "30m";
     defaultHealthTimeout = "60s";
     defaultMetricsAddress = "127.0.0.1:9750";
+    # Where cloud-init puts the Machine's credential at first boot (root,
+    # 0600), and where `fabric` looks when given no credential flag.
+    credentialsDir = "/etc/fabric/credentials";
+    sshKeyFile = "/etc/fabric/credentials/ssh-key";
+    knownHostsFile = "/etc/fabric/credentials/known_hosts";
+    accessTokensFile = "/etc/fabric/credentials/access-tokens";
     # Exit code for bad input (a refused flake target, a bad flag): running
     # the same thing again cannot succeed, so systemd must not retry it.
     exitUsage = 2;
@@ -109,7 +116,131 @@ let
     else
       [ "--no-metrics" ]
   )
+  ++ concatMap (
+    c:
+    optionals (c.value != null) [
+      c.flag
+      (credentialArg c)
+    ]
+  ) credentialFiles
   ++ cfg.agent.extraArgs;
+
+  # The credential options, in the order their flags reach the agent.
+  credentialFiles = [
+    {
+      name = "sshKeyFile";
+      flag = "--ssh-key-file";
+      secret = true;
+      value = cfg.credentials.sshKeyFile;
+    }
+    {
+      name = "knownHostsFile";
+      flag = "--known-hosts-file";
+      secret = false;
+      value = cfg.credentials.knownHostsFile;
+    }
+    {
+      name = "accessTokensFile";
+      flag = "--access-tokens-file";
+      secret = true;
+      value = cfg.credentials.accessTokensFile;
+    }
+  ];
+  credentialOption = c: "services.fabric.credentials.${c.name}";
+
+  # A secret's path goes into the argv as it is. Interpolating a Nix path
+  # would copy the file into the store, so one is refused here too: the
+  # assertions say it first when NixOS builds the system, but anything
+  # that reads the unit directly (nix eval, nixos-option) lands here.
+  credentialArg =
+    c:
+    if builtins.isPath c.value && c.secret then
+      throw (nixPathRefusal c)
+    else
+      "${c.value}";
+
+  nixPathRefusal =
+    c:
+    "${credentialOption c} is the Nix path ${toString c.value}: Nix would copy it into the Nix store, which every user of the machine can read, and a flake's files are there already. Keep the secret out of the fleet repository and give its location on the machine as a string: config.sops.secrets.<name>.path (sops-nix), config.age.secrets.<name>.path (agenix), or \"${
+      layout.${c.name}
+    }\" (the first-boot file).";
+
+  # What each credential option must be, as NixOS assertions: the build
+  # stops with every failed message.
+  credentialAssertions =
+    let
+      creds = cfg.credentials;
+      flake = cfg.agent.flake;
+      pathAssertions =
+        c:
+        let
+          v = c.value;
+          s = toString v;
+          # A Nix path names a file of the fleet, not of the machine: it
+          # lands in the store, wherever the fleet was checked out.
+          onMachine = !builtins.isPath v;
+        in
+        optionals (v != null) [
+          {
+            assertion = onMachine || !c.secret;
+            message = nixPathRefusal c;
+          }
+          {
+            assertion = !onMachine || hasPrefix "/" s;
+            message = "${credentialOption c} = \"${s}\" is not an absolute path. Give the file's full path on the machine, e.g. \"${
+              layout.${c.name}
+            }\".";
+          }
+          {
+            assertion = !(c.secret && hasPrefix "${builtins.storeDir}/" s);
+            message = "${credentialOption c} = \"${s}\" is in the Nix store, which every user of the machine can read. Keep the secret out of the store: let sops-nix or agenix put it under /run, or keep the first-boot file \"${
+              layout.${c.name}
+            }\".";
+          }
+          {
+            assertion =
+              !onMachine
+              || !(any (tmp: hasPrefix tmp s) [
+                "/tmp/"
+                "/var/tmp/"
+              ]);
+            message = "${credentialOption c} = \"${s}\" is under /tmp or /var/tmp, which the agent's unit does not see (it has a private one, PrivateTmp=true). Keep the file elsewhere, e.g. under /run/secrets (sops-nix), /run/agenix (agenix) or ${layout.credentialsDir}.";
+          }
+        ];
+    in
+    concatMap pathAssertions credentialFiles
+    ++ [
+      {
+        # No trust on first use: a key always comes with the host key it
+        # may talk to. The first-boot known_hosts is named, not implied, so
+        # the module never passes one SSH flag without the other.
+        assertion = (creds.sshKeyFile == null) == (creds.knownHostsFile == null);
+        message =
+          if creds.knownHostsFile == null then
+            "services.fabric.credentials.sshKeyFile is set but knownHostsFile is not: the agent would not know which host key the forge must present. Pin it: set knownHostsFile to a known_hosts file with the forge's host key (it is public, so a file of the fleet repository such as ./known_hosts will do), or to \"${layout.knownHostsFile}\" to keep the one the Machine's Secret put there at first boot."
+          else
+            "services.fabric.credentials.knownHostsFile is set but sshKeyFile is not: a pinned host key is only used with a deploy key. Set sshKeyFile too, e.g. to \"${layout.sshKeyFile}\" to keep the first-boot key.";
+      }
+      {
+        assertion = creds.sshKeyFile == null || creds.accessTokensFile == null;
+        message = "services.fabric.credentials: sshKeyFile and accessTokensFile are both set, but a fleet is fetched either over SSH (git+ssh://, a deploy key) or over HTTPS (git+https://, github:, gitlab:, a token). Keep the one that fits the flake reference.";
+      }
+      {
+        assertion = creds.sshKeyFile == null || flake == null || hasPrefix "git+ssh://" flake;
+        message = "services.fabric.credentials.sshKeyFile is set, but services.fabric.agent.flake = \"${toString flake}\" is not a git+ssh:// reference: a deploy key is only used over SSH. Use a git+ssh:// reference, or accessTokensFile for an HTTPS one.";
+      }
+      {
+        assertion =
+          creds.accessTokensFile == null
+          || flake == null
+          || any (scheme: hasPrefix scheme flake) [
+            "git+https://"
+            "github:"
+            "gitlab:"
+          ];
+        message = "services.fabric.credentials.accessTokensFile is set, but services.fabric.agent.flake = \"${toString flake}\" is not a git+https://, github: or gitlab: reference: a token is only sent over HTTPS. Use such a reference, or sshKeyFile and knownHostsFile for a git+ssh:// one.";
+      }
+    ];
 
   # Tools the converge runs call by name. systemd, coreutils and friends are
   # on every NixOS service's PATH already.
@@ -184,6 +315,25 @@ let
   stopTimeout = "15min";
 
   isLoopback = address: hasPrefix "127." address || hasPrefix "[::1]:" address;
+
+  # A credential file's path on the machine. Nix paths pass the type only
+  # so that the assertions can say why they are refused (a plain string
+  # type would just say "not of type string").
+  secretFile = lib.mkOptionType {
+    name = "secretFile";
+    description = "absolute path, as a string";
+    descriptionClass = "noun";
+    check = v: builtins.isString v || builtins.isPath v;
+    merge = lib.mergeEqualOption;
+  };
+  # known_hosts is public: a Nix path (copied to the store) is fine.
+  publicFile = lib.mkOptionType {
+    name = "publicFile";
+    description = "absolute path, as a string or a Nix path";
+    descriptionClass = "noun";
+    check = v: builtins.isString v || builtins.isPath v;
+    merge = lib.mergeEqualOption;
+  };
 
   # What fabric's duration flags accept (humantime: 90s, 5m, 1h30m), checked
   # here so that a typo fails the build instead of the unit.
@@ -321,6 +471,86 @@ in
         description = "Further arguments for `fabric agent`.";
       };
     };
+
+    # The agent's only. The bootstrap runs once on a fresh clone, before a
+    # secret manager can decrypt anything for this machine, so it always
+    # uses the first-boot files.
+    credentials = {
+      sshKeyFile = mkOption {
+        type = types.nullOr secretFile;
+        default = null;
+        example = literalExpression "config.sops.secrets.fleet-deploy-key.path";
+        description = ''
+          The deploy key (an unencrypted OpenSSH private key) the agent
+          fetches a `git+ssh://` fleet with (`fabric agent
+          --ssh-key-file`). The agent reads it at every run, so a secret
+          manager may replace it at any time; it must belong to root and
+          be readable by nobody else (sops-nix's and agenix's defaults,
+          0400 root, are fine).
+
+          Give the path as a string, e.g.
+          `config.sops.secrets.fleet-deploy-key.path` (sops-nix, under
+          /run/secrets) or `config.age.secrets.fleet-deploy-key.path`
+          (agenix, under /run/agenix), never a Nix path such as
+          `./deploy-key`: Nix would copy that into the Nix store, which
+          every user of the machine can read. Paths in the store, relative
+          paths and paths under /tmp (the unit has a private one) are
+          refused too.
+
+          `null` (the default), with `knownHostsFile` null too: the file
+          the Machine's Secret put at ${layout.sshKeyFile} at first boot,
+          if there is one. Setting this requires `knownHostsFile` (no trust
+          on first use), and excludes `accessTokensFile`.
+        '';
+      };
+
+      knownHostsFile = mkOption {
+        type = types.nullOr publicFile;
+        default = null;
+        example = literalExpression "./known_hosts";
+        description = ''
+          The forge's host key, as `known_hosts` lines, which the deploy
+          key may talk to (`fabric agent --known-hosts-file`): SSH refuses
+          any other host key (`StrictHostKeyChecking=yes`). One line must
+          name the flake reference's host (`host`, or `[host]:port` for a
+          port other than 22). The agent reads it at every run; it must
+          not be writable by others.
+
+          It holds nothing secret, so it may live in the fleet repository
+          (a Nix path such as `./known_hosts`, or a store path) as well as
+          on the machine (a string).
+
+          `null` (the default), with `sshKeyFile` null too: the file at
+          ${layout.knownHostsFile} from first boot, if there is one. Set
+          it whenever `sshKeyFile` is set; to keep the first-boot one,
+          write that path.
+        '';
+      };
+
+      accessTokensFile = mkOption {
+        type = types.nullOr secretFile;
+        default = null;
+        example = literalExpression "config.age.secrets.fleet-token.path";
+        description = ''
+          The HTTPS token for a `git+https://`, `github:` or `gitlab:`
+          fleet, in Nix's `access-tokens` form: `HOST=TOKEN`, one per line,
+          every HOST the flake reference's host (`fabric agent
+          --access-tokens-file`). The agent hands it to Git and Nix
+          through their environment, never their command line, and reads
+          it at every run; it must belong to root and be readable by
+          nobody else.
+
+          As for `sshKeyFile`: a string such as
+          `config.sops.secrets.fleet-token.path` or
+          `config.age.secrets.fleet-token.path`, never a Nix path (it
+          would be copied into the world-readable Nix store), not in the
+          store, absolute and not under /tmp.
+
+          `null` (the default): the file at ${layout.accessTokensFile}
+          from first boot, if there is one.
+        '';
+      };
+    };
   };
 
   config = mkMerge [
@@ -404,6 +634,8 @@ in
     })
 
     (mkIf cfg.agent.enable {
+      assertions = credentialAssertions;
+
       warnings = optional (cfg.agent.metrics.enable && !isLoopback cfg.agent.metrics.address) ''
         services.fabric.agent.metrics.address = "${cfg.agent.metrics.address}" serves
         the agent's metrics beyond this machine without authentication. Limit

@@ -17,11 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$1
 : "${XP_CLI:?run from xptest/run}"
-out=target/xpkg
+out=${CARGO_TARGET_DIR:-target}/xpkg
 pkg=$out/function-fabric.xpkg
 
 cargo build --release --locked -p fabric --bin fabric
-bin=target/release/fabric
+bin=${CARGO_TARGET_DIR:-target}/release/fabric
 
 root=$work/image-root
 rm -rf "$root" "$work/oci" "$work/runtime.tar"

@@ -216,6 +216,18 @@ def check_case(case, kind, xr, composition, xrd, observed, secret, want):
     if want.get("result") and not any(want["result"] in r.get("message", "") for r in results):
         fail(case, f"no result mentions {want['result']!r}: {[r.get('message') for r in results]}")
 
+    # A fleet credential: in the composed snippet, and nowhere else
+    # Crossplane shows (the XR's status and conditions, the results).
+    if secret and "private-fleet" in secret:
+        with open(secret) as f:
+            key = yaml.safe_load(f)["stringData"]["ssh-privatekey"]
+        body = [line for line in key.splitlines() if line and not line.startswith("-----")]
+        shown = json.dumps(rstatus) + json.dumps(results) + p.stderr
+        if any(line in shown for line in body):
+            fail(case, "the deploy key appears in the XR status, the results or render's stderr")
+        if composed and not all(any(line in json.dumps(d) for d in composed) for line in body):
+            fail(case, "the composed resources do not deliver the deploy key")
+
     # The no-cluster twin on the same inputs.
     c = compose(xr, composition, observed, secret)
     if c.returncode != 0:
@@ -287,6 +299,7 @@ def main():
     vm_c = ["virtualenvironmentvm.proxmoxbpg.crossplane.io/EnvironmentVM"]
     secret = ex("secret.yaml")
     xr, xm = ex("xr.yaml"), ex("xmachine.yaml")
+    pf, pf_secret = ex("private-fleet.yaml"), ex("private-fleet-secret.yaml")
     bpg, tf, xbpg = ex("composition.yaml"), ex("composition-terraform.yaml"), ex("composition-xmachine.yaml")
     obs = lambda n: ex("observed", n)  # noqa: E731
     # Backend bpg composes Fabric's meta-data, and for a static network its
@@ -308,6 +321,14 @@ def main():
          {"names": ["workspace"], "kinds": ["tf.m.upbound.io/Workspace"], "phase": "Provisioning", "ready": "False"}),
         ("machine-terraform-workspace-ready", "Machine", xr, tf, machines, obs("workspace-ready.yaml"), secret,
          {"names": ["workspace"], "kinds": ["tf.m.upbound.io/Workspace"], "phase": "Running", "ready": "True"}),
+        # A private fleet (README, "Private fleet repositories"): the deploy
+        # key Secret is a required resource like the keys Secret.
+        ("machine-private-fleet-no-secret", "Machine", pf, bpg, machines, None, None,
+         {"names": [], "kinds": [], "phase": "WaitingForKeys", "ready": "False", "result": "default/fleet-deploy-key"}),
+        ("machine-private-fleet-bpg", "Machine", pf, bpg, machines, None, pf_secret,
+         {"names": static, "kinds": bpg_m * 3, "phase": "WaitingForSnippet", "ready": "False"}),
+        ("machine-private-fleet-terraform", "Machine", pf, tf, machines, None, pf_secret,
+         {"names": ["workspace"], "kinds": ["tf.m.upbound.io/Workspace"], "phase": "Provisioning", "ready": "False"}),
         ("xmachine-bpg-nothing-observed", "XMachine", xm, xbpg, xmachines, None, None,
          {"names": dhcp, "kinds": bpg_c * 2, "phase": "WaitingForSnippet", "ready": "False"}),
         ("xmachine-bpg-snippet-ready", "XMachine", xm, xbpg, xmachines, obs("xmachine-snippet-ready.yaml"), None,

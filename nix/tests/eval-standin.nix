@@ -57,7 +57,9 @@ let
   argvOf =
     execStart:
     map (replaceStrings [ "%%" "$$" ] [ "%" "$" ]) (
-      fromJSON "[${replaceStrings [ "\" \"" ] [ "\",\"" ] execStart}]"
+      # Without the store paths' context (a known_hosts file from the
+      # fleet repository), which fromJSON refuses.
+      fromJSON "[${replaceStrings [ "\" \"" ] [ "\",\"" ] (builtins.unsafeDiscardStringContext execStart)}]"
     );
 
   fabricExe = "${pkgs.kubelize-fabric}/bin/fabric";
@@ -105,12 +107,49 @@ let
         metrics.address = "0.0.0.0:9750";
         inherit extraArgs;
       };
+      services.fabric.credentials.accessTokensFile = "/run/agenix/fleet-token";
     }
     # A second module adds a check. Lists from several modules
     # concatenate, a later module's first; mkAfter puts this one last.
     { services.fabric.agent.healthChecks = lib.mkAfter [ "true" ]; }
   ];
   agentFullUnit = agentFull.systemd.services.fabric-agent;
+
+  # The credentials: a deploy key a secret manager keeps, with the forge's
+  # host key pinned in the fleet repository (a Nix path: it is public).
+  sshFlake = "git+ssh://git@github.com/org/fleet?ref=main#dns01";
+  knownHostsInRepo = ../../examples/hosts/known_hosts;
+  agentSsh = withModule [
+    {
+      services.fabric.agent = {
+        enable = true;
+        flake = sshFlake;
+      };
+      services.fabric.credentials = {
+        sshKeyFile = "/run/secrets/fleet-deploy-key";
+        knownHostsFile = knownHostsInRepo;
+      };
+    }
+  ];
+  agentSshUnit = agentSsh.systemd.services.fabric-agent;
+  # The first-boot files, named: what a fleet writes to keep them.
+  agentFirstBoot = withModule [
+    {
+      services.fabric.agent.enable = true;
+      services.fabric.credentials = {
+        sshKeyFile = "/etc/fabric/credentials/ssh-key";
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+      };
+    }
+  ];
+  failedAssertions = cfg: map (a: a.message) (filter (a: !a.assertion) cfg.assertions);
+  # Credentials set, the agent off: nothing to check, nothing passed.
+  credentialsAgentOff = withModule [
+    {
+      services.fabric.bootstrap.enable = true;
+      services.fabric.credentials.sshKeyFile = ./deploy-key;
+    }
+  ];
 
   # The order NixOS gives list definitions when no module decides it: the
   # later module's first, an import's before its importer's.
@@ -223,6 +262,13 @@ let
     ../proxmox-guest.nix
     ../../examples/hosts/common.nix
     ../../examples/hosts/dns01.nix
+  ];
+
+  # A host of the example fleet once it is private (examples/hosts/private.nix).
+  examplePrivateHost = eval [
+    ../proxmox-guest.nix
+    ../../examples/hosts/common.nix
+    ../../examples/hosts/private.nix
   ];
 
   checks = [
@@ -363,6 +409,8 @@ let
       "when-needed"
       "--metrics-address"
       "0.0.0.0:9750"
+      "--access-tokens-file"
+      "/run/agenix/fleet-token"
       "--verbose"
     ])
     (holds "agent: % and $ are escaped for systemd" (
@@ -395,6 +443,76 @@ let
     (holds "agent: compound durations" (elem "1h 30m" (argvOf (agentWith { interval = "1h 30m"; }))))
     (holds "agent: a new definition changes the hash" (
       agentFullUnit.environment.FABRIC_AGENT_DEFINITION != agentDefinition
+    ))
+
+    # The credentials reach the agent as its flags, before extraArgs.
+    (eq "credentials: argv with a deploy key" (argvOf agentSshUnit.serviceConfig.ExecStart) [
+      fabricExe
+      "agent"
+      "--flake"
+      sshFlake
+      "--interval"
+      "5m"
+      "--health-timeout"
+      "60s"
+      "--reboot"
+      "never"
+      "--metrics-address"
+      "127.0.0.1:9750"
+      "--ssh-key-file"
+      "/run/secrets/fleet-deploy-key"
+      "--known-hosts-file"
+      "${knownHostsInRepo}"
+    ])
+    (holds "credentials: a known_hosts Nix path becomes a store path" (
+      builtins.match "${builtins.storeDir}/[0-9a-z]{32}-known_hosts" "${knownHostsInRepo}" != null
+    ))
+    (eq "credentials: the first-boot files, named" (
+      let
+        argv = argvOf agentFirstBoot.systemd.services.fabric-agent.serviceConfig.ExecStart;
+      in
+      builtins.genList (i: builtins.elemAt argv (length argv - 4 + i)) 4
+    ) [
+      "--ssh-key-file"
+      "/etc/fabric/credentials/ssh-key"
+      "--known-hosts-file"
+      "/etc/fabric/credentials/known_hosts"
+    ])
+    (eq "credentials: valid ones pass the assertions" (map failedAssertions [
+      agent
+      agentFull
+      agentSsh
+      agentFirstBoot
+    ]) [ [ ] [ ] [ ] [ ] ])
+    # A fleet checked out under /tmp: its known_hosts still lands in the
+    # store, which the unit sees.
+    (eq "credentials: a known_hosts Nix path is checked as the store path it becomes" (failedAssertions (withModule [
+      {
+        services.fabric.agent.enable = true;
+        services.fabric.credentials = {
+          sshKeyFile = "/run/secrets/fleet-deploy-key";
+          knownHostsFile = /tmp/fleet/known_hosts;
+        };
+      }
+    ])) [ ])
+    (eq "credentials: the system builds with them" (map (cfg: cfg.system.build.toplevel.name) [
+      agentSsh
+      agentFirstBoot
+    ]) [ "nixos-system-standin" "nixos-system-standin" ])
+    (eq "credentials: the agent's only" (argvOf credentialsAgentOff.systemd.services.fabric-bootstrap.serviceConfig.ExecStart) [
+      fabricExe
+      "bootstrap"
+      "--timeout"
+      "30m"
+    ])
+    (eq "credentials: not checked while the agent is off" (failedAssertions credentialsAgentOff) [ ])
+    # A secret manager installs its files in an activation script, before
+    # any unit (re)starts: the agent waits for nothing more.
+    (eq "credentials: ordering unchanged" agentSshUnit.after agentUnit.after)
+    (eq "credentials: nothing added to the unit but flags" (builtins.removeAttrs agentSshUnit.serviceConfig [ "ExecStart" ]) (builtins.removeAttrs agentUnit.serviceConfig [ "ExecStart" ]))
+    (holds "credentials: a new credential path restarts the agent" (
+      agentSshUnit.environment.FABRIC_AGENT_DEFINITION != agentDefinition
+      && agentFirstBoot.systemd.services.fabric-agent.environment.FABRIC_AGENT_DEFINITION != agentDefinition
     ))
 
     # List order, as NixOS merges it: only mkOrder decides it on purpose.
@@ -499,6 +617,18 @@ let
       "--metrics-address"
       "127.0.0.1:9750"
     ])
+    (eq "example private host: the deploy key and the pinned host key" (
+      let
+        argv = argvOf examplePrivateHost.systemd.services.fabric-agent.serviceConfig.ExecStart;
+      in
+      builtins.genList (i: builtins.elemAt argv (length argv - 4 + i)) 4
+    ) [
+      "--ssh-key-file"
+      "/etc/fabric/credentials/ssh-key"
+      "--known-hosts-file"
+      "${../../examples/hosts/known_hosts}"
+    ])
+    (eq "example private host: the system builds" examplePrivateHost.system.build.toplevel.name "nixos-system-standin")
     (eq "example host: bootstrap kept" (exampleHost.systemd.services ? fabric-bootstrap) true)
     (eq "example host: hostname left to cloud-init" exampleHost.networking.hostName "")
     (eq "template: bootstrap on" template.services.fabric.bootstrap.enable true)
@@ -521,6 +651,19 @@ let
           inherit message;
           value = agentWith settings;
         };
+      credentialConfig =
+        credentials:
+        withModule [
+          {
+            services.fabric.agent.enable = true;
+            services.fabric.credentials = credentials;
+          }
+        ];
+      # The first line is enough: Nix indents an error's further lines.
+      credentialRefused = credentials: message: {
+        message = "- ${message}";
+        value = (credentialConfig credentials).system.build.toplevel;
+      };
       durationType = "string matching the pattern ([0-9]+ *[a-zA-Z]+ *)+";
       addressType = "string matching the pattern (([0-9]{1,3}\\.){3}[0-9]{1,3}|\\[[0-9a-fA-F:.]+]):[0-9]{1,5}";
     in
@@ -573,6 +716,87 @@ let
             }
           ]).systemd.services.fabric-agent.wantedBy;
       };
+      # The credential options, refused by NixOS's assertions when it
+      # builds the system (nixos/modules/system/activation/top-level.nix).
+      ssh-key-nix-path = credentialRefused {
+        sshKeyFile = ./deploy-key;
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+      } "services.fabric.credentials.sshKeyFile is the Nix path ${toString ./deploy-key}: Nix would copy it into the Nix store, which every user of the machine can read";
+      access-tokens-nix-path = credentialRefused {
+        accessTokensFile = ./fleet-token;
+      } "services.fabric.credentials.accessTokensFile is the Nix path ${toString ./fleet-token}: Nix would copy it into the Nix store";
+      # Read straight from the unit (nix eval, nixos-option), past the
+      # assertions: still refused, never copied.
+      ssh-key-nix-path-in-unit = {
+        message = "services.fabric.credentials.sshKeyFile is the Nix path ${toString ./deploy-key}: Nix would copy it into the Nix store";
+        value = (credentialConfig {
+          sshKeyFile = ./deploy-key;
+          knownHostsFile = "/etc/fabric/credentials/known_hosts";
+        }).systemd.services.fabric-agent.serviceConfig.ExecStart;
+      };
+      ssh-key-in-store = credentialRefused {
+        sshKeyFile = "${builtins.storeDir}/00000000000000000000000000000000-deploy-key";
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+      } "services.fabric.credentials.sshKeyFile = \"${builtins.storeDir}/00000000000000000000000000000000-deploy-key\" is in the Nix store, which every user of the machine can read";
+      access-tokens-relative = credentialRefused {
+        accessTokensFile = "secrets/fleet-token";
+      } "services.fabric.credentials.accessTokensFile = \"secrets/fleet-token\" is not an absolute path";
+      known-hosts-relative = credentialRefused {
+        sshKeyFile = "/run/secrets/fleet-deploy-key";
+        knownHostsFile = "known_hosts";
+      } "services.fabric.credentials.knownHostsFile = \"known_hosts\" is not an absolute path";
+      ssh-key-under-tmp = credentialRefused {
+        sshKeyFile = "/tmp/deploy-key";
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+      } "services.fabric.credentials.sshKeyFile = \"/tmp/deploy-key\" is under /tmp or /var/tmp, which the agent's unit does not see";
+      ssh-key-without-known-hosts = credentialRefused {
+        sshKeyFile = "/run/secrets/fleet-deploy-key";
+      } "services.fabric.credentials.sshKeyFile is set but knownHostsFile is not";
+      known-hosts-without-ssh-key = credentialRefused {
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+      } "services.fabric.credentials.knownHostsFile is set but sshKeyFile is not";
+      ssh-key-and-access-tokens = credentialRefused {
+        sshKeyFile = "/run/secrets/fleet-deploy-key";
+        knownHostsFile = "/etc/fabric/credentials/known_hosts";
+        accessTokensFile = "/run/secrets/fleet-token";
+      } "services.fabric.credentials: sshKeyFile and accessTokensFile are both set";
+      ssh-key-for-https-flake = {
+        message = "- services.fabric.credentials.sshKeyFile is set, but services.fabric.agent.flake = \"github:org/fleet#dns01\" is not a git+ssh:// reference";
+        value =
+          (withModule [
+            {
+              services.fabric.agent = {
+                enable = true;
+                flake = "github:org/fleet#dns01";
+              };
+              services.fabric.credentials = {
+                sshKeyFile = "/run/secrets/fleet-deploy-key";
+                knownHostsFile = "/etc/fabric/credentials/known_hosts";
+              };
+            }
+          ]).system.build.toplevel;
+      };
+      access-tokens-for-ssh-flake = {
+        message = "- services.fabric.credentials.accessTokensFile is set, but services.fabric.agent.flake = \"${sshFlake}\" is not a git+https://, github: or gitlab: reference";
+        value =
+          (withModule [
+            {
+              services.fabric.agent = {
+                enable = true;
+                flake = sshFlake;
+              };
+              services.fabric.credentials.accessTokensFile = "/run/secrets/fleet-token";
+            }
+          ]).system.build.toplevel;
+      };
+      ssh-key-not-a-path = {
+        message = notOfType "services.fabric.credentials.sshKeyFile" "null or absolute path, as a string";
+        value = (credentialConfig { sshKeyFile = 42; }).services.fabric.credentials.sshKeyFile;
+      };
+      misspelt-credential-option = {
+        message = notExist "services.fabric.credentials.sshKey";
+        value = (credentialConfig { sshKey = "/run/secrets/fleet-deploy-key"; }).services.fabric.credentials;
+      };
       misspelt-top-level-option = {
         message = notExist "sytemd";
         value = (withModule [ { sytemd.services.fabric-agent.wantedBy = [ ]; } ]).services.fabric.agent.enable;
@@ -597,6 +821,23 @@ in
   summary = verdict;
   inherit refusals;
   refusalMessages = builtins.mapAttrs (_: r: r.message) refusals;
+  # The agent's unit with these credentials, for nix/check.sh's store probe.
+  credentialUnit =
+    credentials:
+    (withModule [
+      {
+        services.fabric.agent.enable = true;
+        services.fabric.credentials = credentials;
+      }
+    ]).systemd.services.fabric-agent;
+  credentialSystem =
+    credentials:
+    (withModule [
+      {
+        services.fabric.agent.enable = true;
+        services.fabric.credentials = credentials;
+      }
+    ]).system.build.toplevel;
   units = builtins.seq verdict {
     bootstrap = pick bootstrap [ "fabric-bootstrap" ];
     agent = pick agent [
@@ -605,6 +846,7 @@ in
       "fabric-agent-upgrade"
     ];
     agentFull = pick agentFull [ "fabric-agent" ];
+    agentSsh = pick agentSsh [ "fabric-agent" ];
     agentNoMetrics = pick noMetrics [ "fabric-agent" ];
     inherit healthChecks extraArgs fabricExe;
     # The values services.fabric.agent.reboot accepts, for comparison with

@@ -186,6 +186,23 @@ let
     (holds "checks: nix-files runs nix/check.sh" (
       builtins.match ".*bash \\$src/nix/check.sh \\$src\n.*" fabric.checks.x86_64-linux.nix-files.script != null
     ))
+    # The build sees only the files its fileset keeps; nix/check.sh reads
+    # these besides the .nix and .sh files.
+    (eq "checks: nix-files keeps the files the checks read" (
+      let
+        keeps = fabric.checks.x86_64-linux.nix-files.env.src.args.fileset.predicate;
+        file = name: {
+          inherit name;
+          hasExt = ext: builtins.match ".*\\.${ext}" name != null;
+        };
+      in
+      map (name: keeps (file name)) [
+        "known_hosts"
+        "module.nix"
+        "check.sh"
+        "README.md"
+      ]
+    ) [ true true true false ])
     (holds "checks: nix-files uses nixpkgs' real lib" (
       builtins.match ".*\nexport FABRIC_NIXPKGS_LIB=${nixpkgs.outPath}\n.*" fabric.checks.x86_64-linux.nix-files.script != null
     ))

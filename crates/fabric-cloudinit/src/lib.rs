@@ -15,6 +15,7 @@ mod yaml_json;
 
 use std::collections::HashSet;
 
+use fabric_model::credential::Credential;
 use fabric_model::{api::SecretKeyRef, AuthorizedKey, FlakeRef, Machine};
 use serde::Serialize;
 
@@ -35,6 +36,18 @@ pub const BOOTSTRAP_MARKER: &str = "/var/lib/nixos-bootstrap-complete";
 pub const PER_BOOT_SCRIPT: &str = "/var/lib/cloud/scripts/per-boot/fabric-bootstrap";
 /// Runtime units: the only systemd unit directory writable on NixOS.
 pub const RUNTIME_UNIT_DIR: &str = "/run/systemd/system";
+
+/// Where the fleet credential's files go: root-only, read by `fabric
+/// bootstrap` and `fabric agent` by default.
+pub const CREDENTIALS_DIR: &str = "/etc/fabric/credentials";
+/// The SSH deploy key (OpenSSH private key).
+pub const SSH_KEY_FILE: &str = "/etc/fabric/credentials/ssh-key";
+/// The pinned host keys for the deploy key's host.
+pub const KNOWN_HOSTS_FILE: &str = "/etc/fabric/credentials/known_hosts";
+/// Nix's access tokens, `HOST=TOKEN`, one per line.
+pub const ACCESS_TOKENS_FILE: &str = "/etc/fabric/credentials/access-tokens";
+/// Mode of the credential files: root alone reads them.
+pub const CREDENTIAL_FILE_MODE: &str = "0600";
 
 /// The admin user's login shell. `/bin/bash` does not exist on NixOS.
 pub const ADMIN_SHELL: &str = "/run/current-system/sw/bin/bash";
@@ -86,6 +99,15 @@ impl Seed {
     }
 }
 
+/// What the machine's Secrets hold, once read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecretData<'a> {
+    /// The keys of `spec.bootstrap.sshAuthorizedKeysSecretRef`.
+    pub ssh_keys: Option<&'a [AuthorizedKey]>,
+    /// The credential of `spec.nix.credentialsSecretRef`.
+    pub credential: Option<&'a Credential>,
+}
+
 /// Why a machine could not be rendered. Valid machines fail only for
 /// reasons outside the manifest: a missing Secret or a bad option.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -101,6 +123,16 @@ pub enum RenderError {
         name: String,
         /// The key in the Secret's data.
         key: String,
+    },
+    /// The machine names a credential Secret and none was given.
+    #[error(
+        "the machine fetches its flake with the credential in Secret {name:?} \
+         (spec.nix.credentialsSecretRef), but the Secret was not given; \
+         pass its manifest with --secret SECRET.yaml"
+    )]
+    CredentialMissing {
+        /// The Secret's name.
+        name: String,
     },
     /// After merging inline and Secret keys, there is no key at all.
     #[error(
@@ -181,16 +213,30 @@ pub fn authorized_keys<'a>(
     Ok(keys)
 }
 
-/// Renders the whole seed.
+/// Renders the whole seed of a machine that names no credential Secret.
 pub fn render(
     machine: &Machine,
     secret_keys: Option<&[AuthorizedKey]>,
     opts: &RenderOptions,
 ) -> Result<Seed, RenderError> {
-    let keys = authorized_keys(machine, secret_keys)?;
-    check_fabric_flake(&opts.fabric_flake)?;
+    render_with(
+        machine,
+        &SecretData {
+            ssh_keys: secret_keys,
+            credential: None,
+        },
+        opts,
+    )
+}
+
+/// Renders the whole seed, with what the machine's Secrets hold.
+pub fn render_with(
+    machine: &Machine,
+    secrets: &SecretData<'_>,
+    opts: &RenderOptions,
+) -> Result<Seed, RenderError> {
     Ok(Seed {
-        user_data: user_data(machine, &keys, &opts.fabric_flake)?,
+        user_data: render_user_data_with(machine, secrets, opts)?,
         meta_data: render_meta_data(machine)?,
         network_config: render_network_config(machine)?,
     })
@@ -202,9 +248,36 @@ pub fn render_user_data(
     secret_keys: Option<&[AuthorizedKey]>,
     opts: &RenderOptions,
 ) -> Result<String, RenderError> {
-    let keys = authorized_keys(machine, secret_keys)?;
+    render_user_data_with(
+        machine,
+        &SecretData {
+            ssh_keys: secret_keys,
+            credential: None,
+        },
+        opts,
+    )
+}
+
+/// Renders `user-data` alone, with what the machine's Secrets hold.
+pub fn render_user_data_with(
+    machine: &Machine,
+    secrets: &SecretData<'_>,
+    opts: &RenderOptions,
+) -> Result<String, RenderError> {
+    let keys = authorized_keys(machine, secrets.ssh_keys)?;
     check_fabric_flake(&opts.fabric_flake)?;
-    user_data(machine, &keys, &opts.fabric_flake)
+    let credential = match (&machine.credentials_secret, secrets.credential) {
+        (Some(r), None) => {
+            return Err(RenderError::CredentialMissing {
+                name: r.name.clone(),
+            })
+        }
+        // A credential for a machine that names none is not delivered:
+        // the machine would not use it.
+        (None, _) => None,
+        (Some(_), Some(c)) => Some(c),
+    };
+    user_data(machine, &keys, credential, &opts.fabric_flake)
 }
 
 /// Renders `meta-data`.
@@ -240,7 +313,7 @@ struct UserData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     fqdn: Option<String>,
     users: [User<'a>; 1],
-    write_files: [WriteFile<'a>; 2],
+    write_files: Vec<WriteFile<'a>>,
 }
 
 #[derive(Serialize)]
@@ -256,7 +329,7 @@ struct User<'a> {
 #[derive(Serialize)]
 struct WriteFile<'a> {
     path: &'static str,
-    content: &'a str,
+    content: std::borrow::Cow<'a, str>,
     owner: &'static str,
     permissions: &'static str,
 }
@@ -264,10 +337,24 @@ struct WriteFile<'a> {
 fn user_data(
     machine: &Machine,
     keys: &[&AuthorizedKey],
+    credential: Option<&Credential>,
     fabric_flake: &str,
 ) -> Result<String, RenderError> {
     let flake_target = format!("{}\n", machine.flake.as_str());
     let script = bootstrap::per_boot_script(fabric_flake);
+    let mut write_files = vec![WriteFile {
+        path: FLAKE_TARGET,
+        content: flake_target.into(),
+        owner: "root:root",
+        permissions: "0644",
+    }];
+    write_files.extend(credential_files(credential));
+    write_files.push(WriteFile {
+        path: PER_BOOT_SCRIPT,
+        content: script.into(),
+        owner: "root:root",
+        permissions: "0755",
+    });
     let doc = UserData {
         hostname: &machine.hostname,
         fqdn: machine.fqdn(),
@@ -280,23 +367,31 @@ fn user_data(
             shell: ADMIN_SHELL,
             ssh_authorized_keys: keys.iter().map(|k| k.openssh()).collect(),
         }],
-        write_files: [
-            WriteFile {
-                path: FLAKE_TARGET,
-                content: &flake_target,
-                owner: "root:root",
-                permissions: "0644",
-            },
-            WriteFile {
-                path: PER_BOOT_SCRIPT,
-                content: &script,
-                owner: "root:root",
-                permissions: "0755",
-            },
-        ],
+        write_files,
     };
     let body = encode("user-data", &doc)?;
     Ok(format!("#cloud-config\n{body}\n"))
+}
+
+/// The credential's files, root-only: only those of the Secret's kind, so
+/// that bootstrap's defaults find exactly one credential.
+fn credential_files(credential: Option<&Credential>) -> Vec<WriteFile<'_>> {
+    let file = |path, content| WriteFile {
+        path,
+        content,
+        owner: "root:root",
+        permissions: CREDENTIAL_FILE_MODE,
+    };
+    match credential {
+        None => Vec::new(),
+        Some(Credential::SshKey(k)) => vec![
+            file(SSH_KEY_FILE, k.private_key().into()),
+            file(KNOWN_HOSTS_FILE, k.known_hosts().into()),
+        ],
+        Some(Credential::AccessTokens(t)) => {
+            vec![file(ACCESS_TOKENS_FILE, t.file_content().into())]
+        }
+    }
 }
 
 fn encode<T: Serialize>(file: &'static str, value: &T) -> Result<String, RenderError> {

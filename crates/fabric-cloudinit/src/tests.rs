@@ -393,3 +393,93 @@ fn seed_image_is_reproducible_and_labelled() {
     let other = render(&machine(BY_NAME), None, &RenderOptions::default()).unwrap();
     assert_ne!(seed_iso(&other).unwrap(), a);
 }
+
+const DB01: &str = include_str!("../../../examples/private-fleet/db01.yaml");
+const DB01_KEY: &str = include_str!("../../../examples/private-fleet/db01-deploy-key.yaml");
+const WEB02: &str = include_str!("../../../examples/private-fleet/web02.yaml");
+const WEB02_TOKEN: &str = include_str!("../../../examples/private-fleet/web02-token.yaml");
+
+fn credential_of(m: &Machine, text: &str) -> Credential {
+    let docs = fabric_model::source::parse_yaml(text).unwrap();
+    fabric_model::credential::for_machine(&docs, m)
+        .unwrap()
+        .unwrap()
+}
+
+fn credential_files_of(user_data: &str) -> Vec<Value> {
+    body(user_data)["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["path"].as_str().unwrap().starts_with(CREDENTIALS_DIR))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_deploy_key_becomes_two_root_only_files() {
+    let m = machine(DB01);
+    let c = credential_of(&m, DB01_KEY);
+    let secrets = SecretData {
+        ssh_keys: None,
+        credential: Some(&c),
+    };
+    let ud = render_user_data_with(&m, &secrets, &RenderOptions::default()).unwrap();
+    let Credential::SshKey(k) = &c else { panic!() };
+    assert_eq!(
+        credential_files_of(&ud),
+        [
+            json!({"path": SSH_KEY_FILE, "content": k.private_key(), "owner": "root:root", "permissions": "0600"}),
+            json!({"path": KNOWN_HOSTS_FILE, "content": k.known_hosts(), "owner": "root:root", "permissions": "0600"}),
+        ]
+    );
+    assert!(k
+        .private_key()
+        .ends_with("-----END OPENSSH PRIVATE KEY-----\n"));
+}
+
+#[test]
+fn tokens_become_one_root_only_file() {
+    let m = machine(WEB02);
+    let c = credential_of(&m, WEB02_TOKEN);
+    let secrets = SecretData {
+        ssh_keys: None,
+        credential: Some(&c),
+    };
+    let ud = render_user_data_with(&m, &secrets, &RenderOptions::default()).unwrap();
+    assert_eq!(
+        credential_files_of(&ud),
+        [json!({
+            "path": ACCESS_TOKENS_FILE,
+            "content": "github.com=github_pat_FAKE0example0token0not0a0real0secret\n",
+            "owner": "root:root",
+            "permissions": "0600"
+        })]
+    );
+}
+
+#[test]
+fn a_machine_naming_a_credential_is_not_rendered_without_it() {
+    let m = machine(DB01);
+    let err = render(&m, None, &RenderOptions::default()).unwrap_err();
+    assert_eq!(
+        err,
+        RenderError::CredentialMissing {
+            name: "fleet-deploy-key".into()
+        }
+    );
+    assert!(err.to_string().contains("--secret"), "{err}");
+}
+
+#[test]
+fn a_credential_for_a_machine_naming_none_is_not_delivered() {
+    let c = credential_of(&machine(WEB02), WEB02_TOKEN);
+    let m = machine(TRAPS);
+    let secrets = SecretData {
+        ssh_keys: None,
+        credential: Some(&c),
+    };
+    let ud = render_user_data_with(&m, &secrets, &RenderOptions::default()).unwrap();
+    assert!(credential_files_of(&ud).is_empty());
+    assert!(!ud.contains("github_pat_FAKE"));
+}

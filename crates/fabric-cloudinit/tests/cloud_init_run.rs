@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::*;
-use fabric_cloudinit::{Seed, FLAKE_TARGET, PER_BOOT_SCRIPT};
+use fabric_cloudinit::{Seed, CREDENTIALS_DIR, FLAKE_TARGET, PER_BOOT_SCRIPT};
 use fabric_model::Machine;
 
 fn read(path: &Path) -> String {
@@ -156,7 +156,47 @@ fn check(name: &str, m: &Machine, seed: &Seed, result: &Path) {
     let script = upper.join(PER_BOOT_SCRIPT.trim_start_matches('/'));
     let meta = std::fs::metadata(&script).unwrap();
     assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "{name}");
-    assert_eq!(read(&script), body["write_files"][1]["content"], "{name}");
+    let written = |path: &str| {
+        body["write_files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == path)
+            .unwrap_or_else(|| panic!("{name}: user-data does not write {path}"))
+            .clone()
+    };
+    assert_eq!(read(&script), written(PER_BOOT_SCRIPT)["content"], "{name}");
+
+    // The fleet credential: exactly the files user-data carries, as given,
+    // readable by root alone.
+    let credentials = upper.join(CREDENTIALS_DIR.trim_start_matches('/'));
+    let mut landed: Vec<String> = walk(&credentials)
+        .iter()
+        .map(|p| format!("/{}", p.strip_prefix(&upper).unwrap().display()))
+        .collect();
+    landed.sort();
+    let mut carried: Vec<String> = body["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .filter(|p| p.starts_with(CREDENTIALS_DIR))
+        .map(str::to_string)
+        .collect();
+    carried.sort();
+    assert_eq!(landed, carried, "{name}: credential files");
+    assert_eq!(
+        !carried.is_empty(),
+        m.credentials_secret.is_some(),
+        "{name}: credential files {carried:?}"
+    );
+    for path in &carried {
+        let file = upper.join(path.trim_start_matches('/'));
+        assert_eq!(read(&file), written(path)["content"], "{name}: {path}");
+        let meta = std::fs::metadata(&file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600, "{name}: {path}");
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{name}: {path}");
+    }
     let output = read(&upper.join("var/log/cloud-init-output.log"));
     assert!(
         output.contains("fabric-bootstrap: systemd is not running"),

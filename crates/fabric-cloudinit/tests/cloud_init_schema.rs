@@ -79,8 +79,8 @@ fn check_cloud_config_accepts_every_seed() {
         }
     }
     assert_eq!(
-        with_network, 2,
-        "both static fixtures carry a network-config"
+        with_network, 3,
+        "the static fixtures (two, and the private-fleet SSH example) carry a network-config"
     );
 }
 

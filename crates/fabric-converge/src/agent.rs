@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use fabric_model::FlakeRef;
 use serde::Serialize;
 
+use crate::credential::{self, CredentialPaths, FetchAuth};
 use crate::deploy::{ActivationMode, Activator, HealthCheck};
 use crate::layout::{self, exit};
 use crate::metrics::Metrics;
@@ -65,6 +66,9 @@ pub struct AgentOptions {
     pub reboot: RebootPolicy,
     /// Deploy the head even when it was rejected before.
     pub retry_rejected: bool,
+    /// The credential files, re-read every cycle so that a rotated key or
+    /// token is picked up without a restart.
+    pub credentials: CredentialPaths,
 }
 
 impl AgentOptions {
@@ -88,6 +92,7 @@ impl AgentOptions {
             },
             reboot: RebootPolicy::Never,
             retry_rejected: false,
+            credentials: CredentialPaths::default(),
             root,
         }
     }
@@ -147,6 +152,11 @@ pub enum CycleResult {
         /// Why.
         message: String,
     },
+    /// A credential file was refused, or does not fit the flake.
+    CredentialRefused {
+        /// Why (names the file; never the secret).
+        message: String,
+    },
     /// State could not be read or written.
     StateFailed {
         /// Why.
@@ -171,7 +181,7 @@ impl CycleResult {
             Self::Rejected { .. } | Self::RemoteFailed { .. } | Self::StateFailed { .. } => {
                 exit::FAILED
             }
-            Self::TargetRefused { .. } => exit::USAGE,
+            Self::TargetRefused { .. } | Self::CredentialRefused { .. } => exit::USAGE,
             Self::Busy { .. } => exit::BUSY,
             Self::RollbackFailed { .. } => exit::ROLLBACK_FAILED,
             Self::Cancelled => exit::CANCELLED,
@@ -248,7 +258,9 @@ impl Agent {
             CycleResult::RemoteFailed { message } => {
                 tracing::warn!("cannot look at the remote: {message}")
             }
-            CycleResult::TargetRefused { message } => tracing::error!("{message}"),
+            CycleResult::TargetRefused { message } | CycleResult::CredentialRefused { message } => {
+                tracing::error!("{message}")
+            }
             CycleResult::StateFailed { message } => tracing::error!("{message}"),
             CycleResult::Busy { holder } => {
                 tracing::info!(
@@ -326,6 +338,28 @@ impl Agent {
             }
         };
 
+        let credential = match credential::load(&self.opts.root, &self.opts.credentials, &flake) {
+            Ok(c) => c,
+            Err(e) => {
+                return CycleResult::CredentialRefused {
+                    message: e.to_string(),
+                }
+            }
+        };
+        let auth = credential.as_ref().map(|c| c.auth.clone());
+        let summary = credential.map(|c| c.summary);
+        if summary != st.credential {
+            match &summary {
+                Some(s) => tracing::info!("credential: {s}"),
+                None => tracing::info!("no credential: fetching {flake} as it is"),
+            }
+        }
+        st.credential = summary;
+        let query = RemoteQuery {
+            auth: auth.clone(),
+            ..query
+        };
+
         self.metrics.polled();
         st.last_check = Some(Timestamp::now());
         let head = match query.head(&self.runner, self.opts.remote_timeout, &self.cancel) {
@@ -333,9 +367,11 @@ impl Agent {
             Err(e) if e.is_cancelled() => return CycleResult::Cancelled,
             Err(e) => {
                 let _ = self.save(&st);
-                return CycleResult::RemoteFailed {
-                    message: e.to_string(),
+                let message = match credential::explain_refusal(&e.tail(), st.credential.as_ref()) {
+                    Some(hint) => format!("{hint}. {e}"),
+                    None => e.to_string(),
                 };
+                return CycleResult::RemoteFailed { message };
             }
         };
         let running = self.opts.activator.running();
@@ -366,7 +402,12 @@ impl Agent {
                     .unwrap_or(CycleResult::SkippedRejected { revision, reason });
             }
         }
-        self.deploy(&mut st, &flake, head, running)
+        if let Some(c) = &st.credential {
+            // Once per deployment, so the journal of every build says
+            // which credential fetched it.
+            tracing::info!("building with credential: {c}");
+        }
+        self.deploy(&mut st, &flake, head, running, auth.as_ref())
     }
 
     fn deploy(
@@ -375,6 +416,7 @@ impl Agent {
         flake: &FlakeRef,
         head: Revision,
         running: Option<StorePath>,
+        auth: Option<&FetchAuth>,
     ) -> CycleResult {
         tracing::info!("remote moved to {head}; building it");
         let mut d = Deployment::start(Phase::Build);
@@ -391,6 +433,7 @@ impl Agent {
             &installable,
             self.opts.build_timeout,
             &self.cancel,
+            auth,
         );
         d.build_seconds = Some(started.elapsed().as_secs_f64());
         let toplevel = match built {
@@ -621,6 +664,7 @@ fn summary(r: &CycleResult) -> String {
         }
         CycleResult::RemoteFailed { .. } => "remote unreachable".into(),
         CycleResult::TargetRefused { .. } => "flake target refused".into(),
+        CycleResult::CredentialRefused { .. } => "credential refused".into(),
         CycleResult::StateFailed { .. } => "state unusable".into(),
         CycleResult::Busy { .. } => "another run holds the lock".into(),
         CycleResult::Cancelled => "stopping".into(),

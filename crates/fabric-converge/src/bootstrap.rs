@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::credential::{self, CredentialError, CredentialPaths};
 use crate::deploy::{ActivationMode, Activator, HealthCheck};
 use crate::layout::{self, exit};
 use crate::nix::{self, StorePath};
@@ -32,6 +33,9 @@ pub struct BootstrapOptions {
     pub build_timeout: Duration,
     /// Activation settings.
     pub activator: Activator,
+    /// The credential files (`--ssh-key-file` …); unset ones default to
+    /// the first-boot files that exist.
+    pub credentials: CredentialPaths,
 }
 
 impl BootstrapOptions {
@@ -51,6 +55,7 @@ impl BootstrapOptions {
                 switch_timeout: Duration::from_secs(10 * 60),
                 profile_timeout: Duration::from_secs(5 * 60),
             },
+            credentials: CredentialPaths::default(),
             root,
         }
     }
@@ -81,6 +86,9 @@ pub enum BootstrapError {
     /// The flake target was refused.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The credential was refused.
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
     /// State could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
@@ -118,7 +126,7 @@ impl BootstrapError {
     /// The process exit code (see [`crate::layout::exit`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Target(_) | Self::Unsupported(_) => exit::USAGE,
+            Self::Target(_) | Self::Credential(_) | Self::Unsupported(_) => exit::USAGE,
             Self::State(_) | Self::Lock(_) => exit::FAILED,
             Self::Failed {
                 outcome: Outcome::RollbackFailed,
@@ -240,14 +248,54 @@ pub fn bootstrap(
             return Err(BootstrapError::Unsupported(message));
         }
     };
+    let credential = match credential::load(&opts.root, &opts.credentials, &target.flake) {
+        Ok(c) => c,
+        Err(e) => {
+            run.fail(
+                Failure {
+                    phase: Phase::ReadTarget,
+                    message: e.to_string(),
+                    command: None,
+                    exit_code: None,
+                    tail: String::new(),
+                },
+                Outcome::Failed,
+            );
+            return Err(e.into());
+        }
+    };
+    let auth = credential.as_ref().map(|c| c.auth.clone());
+    match &credential {
+        Some(c) => tracing::info!(
+            "credential: {} (from {})",
+            c.summary,
+            c.files
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => tracing::info!("no credential: fetching {} as it is", target.flake),
+    }
+    run.state.credential = credential.map(|c| c.summary);
+    let query = RemoteQuery {
+        auth: auth.clone(),
+        ..query
+    };
     let revision =
         match remote::wait_for_head(&query, runner, &opts.backoff, cancel, runner.liveness()) {
             Ok((rev, _)) => rev,
             Err(e) if e.is_cancelled() => return Err(run.cancelled()),
             Err(e) => {
+                let first = e.to_string().lines().next().unwrap_or_default().to_string();
+                let message =
+                    match credential::explain_refusal(&e.tail(), run.state.credential.as_ref()) {
+                        Some(hint) => format!("{first}; {hint}"),
+                        None => first,
+                    };
                 let failure = Failure {
                     phase: Phase::WaitRemote,
-                    message: e.to_string().lines().next().unwrap_or_default().to_string(),
+                    message,
                     command: e.command(),
                     exit_code: None,
                     tail: e.tail(),
@@ -262,7 +310,13 @@ pub fn bootstrap(
     let installable = nix::toplevel_installable(&target.flake, &revision);
     tracing::info!("building {installable}");
     let build_started = Instant::now();
-    let built = nix::build(runner, &installable, opts.build_timeout, cancel);
+    let built = nix::build(
+        runner,
+        &installable,
+        opts.build_timeout,
+        cancel,
+        auth.as_ref(),
+    );
     run.deployment.build_seconds = Some(build_started.elapsed().as_secs_f64());
     let toplevel = match built {
         Ok(p) => p,

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credential::{self, CredentialPaths, CredentialSummary};
 use crate::layout;
 use crate::process::{Cancel, Cmd, Runner};
 use crate::remote::RemoteQuery;
@@ -50,6 +51,10 @@ pub struct Check {
 pub struct DoctorReport {
     /// In checklist order.
     pub checks: Vec<Check>,
+    /// The credential the remote check used: the key's fingerprint or the
+    /// token's host, never the secret.
+    #[serde(default)]
+    pub credential: Option<CredentialSummary>,
 }
 
 impl DoctorReport {
@@ -90,6 +95,8 @@ pub struct DoctorOptions {
     pub flake_target: PathBuf,
     /// Timeout of the remote check.
     pub remote_timeout: Duration,
+    /// The credential files, as bootstrap and the agent take them.
+    pub credentials: CredentialPaths,
 }
 
 impl DoctorOptions {
@@ -99,6 +106,7 @@ impl DoctorOptions {
             root,
             flake_target: PathBuf::from(layout::FLAKE_TARGET),
             remote_timeout: Duration::from_secs(20),
+            credentials: CredentialPaths::default(),
         }
     }
 }
@@ -138,11 +146,47 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
         ),
     });
 
+    let credential = target
+        .as_ref()
+        .ok()
+        .map(|t| credential::load(root, &opts.credentials, &t.flake));
+    checks.push(match &credential {
+        None => check("credential", Verdict::Skip, "no valid flake target to fetch", "fix the flake target first"),
+        Some(Ok(None)) => check(
+            "credential",
+            Verdict::Pass,
+            format!("none: the flake is fetched without one (no {}, {} or {})", layout::SSH_KEY_FILE, layout::KNOWN_HOSTS_FILE, layout::ACCESS_TOKENS_FILE),
+            "",
+        ),
+        Some(Ok(Some(c))) => check(
+            "credential",
+            Verdict::Pass,
+            format!("{} ({})", c.summary, c.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")),
+            "",
+        ),
+        Some(Err(e)) => check(
+            "credential",
+            Verdict::Fail,
+            e.to_string(),
+            "cloud-init writes these files from the Machine's spec.nix.credentialsSecretRef (root:root, 0600); fix the file as the message says, or the Secret",
+        ),
+    });
+    let auth = match &credential {
+        Some(Ok(Some(c))) => Some(c.auth.clone()),
+        _ => None,
+    };
+    let credential_refused = matches!(credential, Some(Err(_)));
+    let used = match &credential {
+        Some(Ok(Some(c))) => Some(c.summary.clone()),
+        _ => None,
+    };
+
     checks.push(tools(runner));
 
     checks.push(match &target {
         Err(_) => check("remote", Verdict::Skip, "no valid flake target to ask about", "fix the flake target first"),
-        Ok(t) => match RemoteQuery::for_flake(&t.flake) {
+        Ok(_) if credential_refused => check("remote", Verdict::Skip, "the credential is refused", "fix the credential first"),
+        Ok(t) => match RemoteQuery::for_flake(&t.flake).map(|q| RemoteQuery { auth: auth.clone(), ..q }) {
             Err(e) => check("remote", Verdict::Skip, e.to_string(), ""),
             Ok(q) => match q.head(runner, opts.remote_timeout, &Cancel::new()) {
                 Ok(rev) => check("remote", Verdict::Pass, format!("{} answers: {} is at {rev}", q.url, q.git_ref), ""),
@@ -150,7 +194,10 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
                     "remote",
                     Verdict::Fail,
                     format!("{}: {}", q.url, e.to_string().lines().last().unwrap_or_default()),
-                    format!("try `git ls-remote {} {}` as root: check DNS, routes, the deploy key or access token, and that ref {} exists", q.url, q.git_ref, q.git_ref),
+                    match credential::explain_refusal(&e.tail(), used.as_ref()) {
+                        Some(hint) => hint,
+                        None => format!("try `git ls-remote {} {}` as root: check DNS, routes, the deploy key or access token, and that ref {} exists", q.url, q.git_ref, q.git_ref),
+                    },
                 ),
             },
         },
@@ -160,7 +207,11 @@ pub fn doctor(opts: &DoctorOptions, runner: &Runner) -> DoctorReport {
     checks.push(cloud_init_check(root));
     checks.push(agent_check(root));
     checks.push(disk_check());
-    DoctorReport { checks }
+    let credential = match credential {
+        Some(Ok(c)) => c.map(|c| c.summary),
+        _ => None,
+    };
+    DoctorReport { checks, credential }
 }
 
 fn tools(runner: &Runner) -> Check {

@@ -16,6 +16,16 @@ pub const FLAKE_TARGET: &str = "/etc/nix-flake-target";
 /// Written when the first boot converged. Its presence makes
 /// `fabric bootstrap` exit 0 at once. The path is the original design's.
 pub const BOOTSTRAP_MARKER: &str = "/var/lib/nixos-bootstrap-complete";
+/// The credential for the flake's Git remote, written by cloud-init from
+/// the Machine's `spec.nix.credentialsSecretRef` (root:root, 0600). Only
+/// the files of the Secret's kind exist.
+pub const CREDENTIALS_DIR: &str = "/etc/fabric/credentials";
+/// An unencrypted OpenSSH private key (a deploy key), for `git+ssh`.
+pub const SSH_KEY_FILE: &str = "/etc/fabric/credentials/ssh-key";
+/// The known_hosts lines that pin the forge's host key (no trust on first use).
+pub const KNOWN_HOSTS_FILE: &str = "/etc/fabric/credentials/known_hosts";
+/// `HOST=TOKEN` pairs, one per line, in Nix's `access-tokens` form.
+pub const ACCESS_TOKENS_FILE: &str = "/etc/fabric/credentials/access-tokens";
 /// Fabric's state directory.
 pub const STATE_DIR: &str = "/var/lib/fabric";
 /// Bootstrap state (JSON, written atomically).
@@ -60,7 +70,7 @@ pub mod exit {
     /// is recorded in the state file.
     pub const FAILED: u8 = 1;
     /// Bad input: a refused flake target file, an invalid flake reference,
-    /// a bad flag value.
+    /// a refused credential file, a bad flag value.
     pub const USAGE: u8 = 2;
     /// Another converge run holds the lock (`agent --once` only; bootstrap
     /// waits for it).

@@ -14,6 +14,7 @@
 
 pub mod agent;
 pub mod bootstrap;
+pub mod credential;
 pub mod deploy;
 pub mod doctor;
 pub mod layout;

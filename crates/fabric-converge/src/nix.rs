@@ -8,6 +8,7 @@ use std::time::Duration;
 use fabric_model::FlakeRef;
 use serde::{Deserialize, Serialize};
 
+use crate::credential::FetchAuth;
 use crate::process::{Cancel, Cmd, CommandError, Runner};
 use crate::remote::Revision;
 
@@ -96,14 +97,16 @@ pub fn build_command(installable: &str, timeout: Duration) -> Cmd {
         .echo_stderr()
 }
 
-/// Builds `installable` and returns its `out` path.
+/// Builds `installable` and returns its `out` path. `auth` is the
+/// credential Nix (and the `git` it runs to fetch) gets, if any.
 pub fn build(
     runner: &Runner,
     installable: &str,
     timeout: Duration,
     cancel: &Cancel,
+    auth: Option<&FetchAuth>,
 ) -> Result<StorePath, BuildError> {
-    let cmd = build_command(installable, timeout);
+    let cmd = build_command(installable, timeout).fetch_auth(auth);
     let out = runner.run(&cmd, cancel)?;
     parse_build_json(&out.stdout).map_err(|reason| BuildError::Output {
         command: cmd.display(),

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::credential::FetchAuth;
+
 /// How much of a command's stderr an error keeps.
 const TAIL_BYTES: usize = 4096;
 /// How long a cancelled or timed-out child gets between SIGTERM and SIGKILL.
@@ -29,6 +31,7 @@ pub struct Cmd {
     timeout: Duration,
     cancellable: bool,
     echo_stderr: bool,
+    auth: Option<FetchAuth>,
 }
 
 impl Cmd {
@@ -41,6 +44,7 @@ impl Cmd {
             timeout,
             cancellable: true,
             echo_stderr: false,
+            auth: None,
         }
     }
 
@@ -65,6 +69,14 @@ impl Cmd {
     pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
         self.env
             .push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// Give this fetching child (git, nix) the credential, through its
+    /// environment only: never its argv, which `ps` shows and the runner
+    /// records.
+    pub fn fetch_auth(mut self, auth: Option<&FetchAuth>) -> Self {
+        self.auth = auth.cloned();
         self
     }
 
@@ -410,6 +422,30 @@ impl Runner {
         }
         for (k, v) in self.env.iter().chain(&cmd.env) {
             c.env(k, v);
+        }
+        if let Some(auth) = &cmd.auth {
+            for (k, v) in auth.env() {
+                c.env(k, v);
+            }
+            if let Some(extra) = auth.nix_config() {
+                // Appended to whatever NIX_CONFIG the child would have had,
+                // so the machine's (or the test's) settings stay in force.
+                let base = cmd
+                    .env
+                    .iter()
+                    .rev()
+                    .chain(self.env.iter().rev())
+                    .find(|(k, _)| k == "NIX_CONFIG")
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| std::env::var_os("NIX_CONFIG"))
+                    .unwrap_or_default();
+                let mut merged = base;
+                if !merged.is_empty() {
+                    merged.push("\n");
+                }
+                merged.push(extra);
+                c.env("NIX_CONFIG", merged);
+            }
         }
         let started = Instant::now();
         let mut child = c.spawn().map_err(|e| CommandError::Spawn {

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use fabric_model::FlakeRef;
 use serde::{Deserialize, Serialize};
 
+use crate::credential::FetchAuth;
 use crate::process::{Cancel, Cmd, CommandError, Liveness, Runner};
 
 /// A full Git commit hash (40 hex, or 64 for SHA-256 repositories).
@@ -63,6 +64,8 @@ pub struct RemoteQuery {
     /// A revision pinned in the flake reference itself (then the remote is
     /// only checked for reachability).
     pub pinned: Option<Revision>,
+    /// The credential `git` gets, if the remote needs one.
+    pub auth: Option<FetchAuth>,
 }
 
 /// Why the head could not be learnt.
@@ -138,6 +141,7 @@ impl RemoteQuery {
             url,
             git_ref: flake.git_ref().unwrap_or("HEAD").to_string(),
             pinned: flake.rev().and_then(Revision::parse),
+            auth: None,
         })
     }
 
@@ -148,6 +152,7 @@ impl RemoteQuery {
         Cmd::new("git", timeout)
             .env("GIT_TERMINAL_PROMPT", "0")
             .args(["ls-remote", "--", &self.url, &self.git_ref])
+            .fetch_auth(self.auth.as_ref())
     }
 
     /// Picks the revision of our ref out of `git ls-remote` output. A
@@ -318,6 +323,7 @@ mod tests {
             url: "https://h/r".into(),
             git_ref: r.into(),
             pinned: None,
+            auth: None,
         }
     }
 

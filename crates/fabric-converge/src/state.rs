@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::credential::CredentialSummary;
 use crate::nix::StorePath;
 use crate::remote::Revision;
 
@@ -299,6 +300,10 @@ pub struct State {
     /// The agent's poll interval, so that `doctor` can tell a stalled agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval_seconds: Option<u64>,
+    /// The credential the last look at the remote used: the key's
+    /// fingerprint or the token's host, never the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialSummary>,
     /// Revisions not to deploy again (newest last).
     #[serde(default)]
     pub rejected: Vec<Rejection>,
@@ -319,6 +324,7 @@ impl Default for State {
             last_check: None,
             last_success: None,
             interval_seconds: None,
+            credential: None,
             rejected: Vec::new(),
             history: Vec::new(),
         }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::credential::CredentialSummary;
 use crate::layout;
 use crate::nix::{self, StorePath};
 use crate::remote::Revision;
@@ -38,6 +39,10 @@ pub struct StatusReport {
     pub booted: Option<StorePath>,
     /// A reboot is needed.
     pub reboot_needed: bool,
+    /// The credential the last look at the remote used (the agent's, else
+    /// bootstrap's): the key's fingerprint or the token's host.
+    #[serde(default)]
+    pub credential: Option<CredentialSummary>,
     /// bootstrap.json.
     pub bootstrap: StateSection,
     /// agent.json.
@@ -75,6 +80,11 @@ pub fn status(root: &Root) -> StatusReport {
         .filter(|s| s.current.is_some())
         .or(bootstrap.state.as_ref())
         .is_some_and(|s| s.reboot_needed);
+    let credential = [&agent, &bootstrap]
+        .into_iter()
+        .filter_map(|s| s.state.as_ref())
+        .find(|s| s.last_check.is_some() || s.credential.is_some())
+        .and_then(|s| s.credential.clone());
     StatusReport {
         root: root.to_string(),
         bootstrap_complete: root.join(layout::BOOTSTRAP_MARKER).exists(),
@@ -83,6 +93,7 @@ pub fn status(root: &Root) -> StatusReport {
         running: nix::read_store_link(&root.join(layout::CURRENT_SYSTEM)),
         booted: nix::read_store_link(&root.join(layout::BOOTED_SYSTEM)),
         reboot_needed,
+        credential,
         bootstrap,
         agent,
     }
@@ -131,6 +142,11 @@ impl StatusReport {
             "reboot needed: {}",
             if self.reboot_needed { "yes" } else { "no" }
         );
+        let _ = writeln!(
+            o,
+            "credential:    {}",
+            opt(self.credential.as_ref().map(|c| c.to_string()))
+        );
         for (name, s) in [("bootstrap", &self.bootstrap), ("agent", &self.agent)] {
             let _ = writeln!(o);
             match (&s.error, &s.state) {
@@ -167,6 +183,9 @@ fn render_state(o: &mut String, name: &str, st: &State) {
     );
     if let Some(f) = &st.flake {
         let _ = writeln!(o, "  flake:        {f}");
+    }
+    if let Some(c) = &st.credential {
+        let _ = writeln!(o, "  credential:   {c}");
     }
     let _ = writeln!(o, "  last check:   {}", ago(st.last_check));
     let _ = writeln!(o, "  last success: {}", ago(st.last_success));

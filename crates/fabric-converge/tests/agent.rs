@@ -564,6 +564,7 @@ fn doctor_runs_the_checklist() {
         names,
         [
             "flake target",
+            "credential",
             "tools",
             "remote",
             "bootstrap",
@@ -577,6 +578,7 @@ fn doctor_runs_the_checklist() {
         doctor::Verdict::Warn,
         "git+file:// is for tests"
     );
+    assert_eq!(verdict("credential"), doctor::Verdict::Pass, "none needed");
     assert_eq!(verdict("tools"), doctor::Verdict::Pass);
     assert_eq!(verdict("remote"), doctor::Verdict::Pass);
     assert_eq!(verdict("bootstrap"), doctor::Verdict::Pass);

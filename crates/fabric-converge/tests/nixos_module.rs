@@ -104,6 +104,10 @@ fn module_layout_is_fabric_layout() {
             "defaultMetricsAddress",
             layout::DEFAULT_METRICS_ADDRESS.into(),
         ),
+        ("credentialsDir", layout::CREDENTIALS_DIR.into()),
+        ("sshKeyFile", layout::SSH_KEY_FILE.into()),
+        ("knownHostsFile", layout::KNOWN_HOSTS_FILE.into()),
+        ("accessTokensFile", layout::ACCESS_TOKENS_FILE.into()),
         ("exitUsage", layout::exit::USAGE.to_string()),
     ]
     .into_iter()
@@ -339,6 +343,33 @@ fn every_option_reaches_the_agent_as_fabric_parses_it() {
         Some("--verbose"),
         "extraArgs come last"
     );
+    assert_eq!(
+        flag_values(&words, "--access-tokens-file"),
+        ["/run/agenix/fleet-token"]
+    );
+
+    // A deploy key with its pinned host key: the key's path as given, the
+    // known_hosts file (a Nix path in the fleet repository) as its store path.
+    let ssh = argv(&service(&units["agentSsh"], layout::AGENT_UNIT)["serviceConfig"]["ExecStart"]);
+    assert_eq!(
+        flag_values(&ssh, "--ssh-key-file"),
+        ["/run/secrets/fleet-deploy-key"]
+    );
+    let known_hosts = flag_values(&ssh, "--known-hosts-file");
+    assert!(
+        matches!(known_hosts.as_slice(), [p] if p.starts_with("/nix/store/") && p.ends_with("-known_hosts")),
+        "--known-hosts-file {known_hosts:?}"
+    );
+    assert!(flag_values(&ssh, "--access-tokens-file").is_empty());
+}
+
+/// The values given to every `flag` in `argv`, in order.
+fn flag_values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+    argv.iter()
+        .zip(argv.iter().skip(1))
+        .filter(|(f, _)| *f == flag)
+        .map(|(_, v)| v.as_str())
+        .collect()
 }
 
 /// On SIGTERM fabric finishes an activation in progress; systemd must wait
@@ -382,6 +413,63 @@ fn declared_flags(source: &str) -> Vec<String> {
     flags
 }
 
+/// [`declared_flags`] of `cli`, plus those of every `Args` struct it
+/// includes with `#[command(flatten)]` (flags several subcommands share),
+/// in that file or, failing that, wherever under crates/fabric/src.
+fn declared_flags_with_flattened(cli: &str) -> Vec<String> {
+    let source = read(cli);
+    let mut flags = declared_flags(&source);
+    let mut lines = source.lines().map(str::trim);
+    while let Some(line) = lines.next() {
+        if !(line.starts_with("#[command(flatten") || line.starts_with("#[clap(flatten")) {
+            continue;
+        }
+        let Some(ty) = lines
+            .find(|l| !l.starts_with("#[") && !l.starts_with("//"))
+            .and_then(|field| field.split_once(':'))
+            .map(|(_, ty)| {
+                ty.trim()
+                    .trim_end_matches(',')
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+            })
+        else {
+            continue;
+        };
+        // The CLI's own file first: `Args` is declared in many.
+        let body = std::iter::once(source.clone())
+            .chain(rust_sources(&repo().join("crates/fabric/src")))
+            .find_map(|text| {
+                let start = text.find(&format!("struct {ty} {{"))?;
+                let rest = &text[start..];
+                Some(rest[..rest.find("\n}").unwrap_or(rest.len())].to_string())
+            })
+            .unwrap_or_else(|| {
+                panic!("{cli} flattens {ty}, declared nowhere under crates/fabric/src")
+            });
+        flags.extend(declared_flags(&body));
+    }
+    flags
+}
+
+fn rust_sources(dir: &Path) -> Vec<String> {
+    let mut sources = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            sources.extend(rust_sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            sources.push(
+                std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+            );
+        }
+    }
+    sources
+}
+
 #[test]
 fn the_cli_declares_every_flag_the_module_passes() {
     let units = standin_units();
@@ -403,9 +491,13 @@ fn the_cli_declares_every_flag_the_module_passes() {
             "crates/fabric/src/cmd/agent.rs",
             service(&units["agentNoMetrics"], layout::AGENT_UNIT),
         ),
+        (
+            "crates/fabric/src/cmd/agent.rs",
+            service(&units["agentSsh"], layout::AGENT_UNIT),
+        ),
     ];
     for (cli, unit) in cases {
-        let declared = declared_flags(&read(cli));
+        let declared = declared_flags_with_flattened(cli);
         for word in argv(&unit["serviceConfig"]["ExecStart"]) {
             if word.starts_with("--") && !extra.contains(&word.as_str()) {
                 assert!(

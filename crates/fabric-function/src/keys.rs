@@ -21,13 +21,13 @@ pub const REQUIREMENT: &str = "fabric-ssh-keys";
 /// The label Crossplane puts on a legacy XR created through a claim.
 pub const CLAIM_NAMESPACE_LABEL: &str = "crossplane.io/claim-namespace";
 
-/// Where the keys stand.
+/// Where a Secret the machine needs stands: by default, the keys Secret's.
 #[derive(Debug)]
-pub enum Keys {
-    /// The machine takes no keys from a Secret.
+pub enum Keys<T = Vec<AuthorizedKey>> {
+    /// The machine takes nothing from a Secret.
     NotNeeded,
-    /// The Secret's keys.
-    Known(Vec<AuthorizedKey>),
+    /// What the Secret holds.
+    Known(T),
     /// Not readable yet; why, naming only the Secret.
     Waiting(String),
     /// Crossplane has not fetched the Secret for this call yet (the first
@@ -45,7 +45,7 @@ pub fn resolve(
     let Some(secret_ref) = &machine.ssh_keys_secret else {
         return Ok(Keys::NotNeeded);
     };
-    let namespace = own_namespace(machine, xr)?;
+    let namespace = own_namespace(machine, xr, "spec.bootstrap.sshAuthorizedKeysSecretRef")?;
     response::require_resources(
         rsp,
         REQUIREMENT,
@@ -98,7 +98,8 @@ pub fn resolve(
 
 /// The namespace a machine's Secret must live in: a Machine's own; for a
 /// legacy XMachine, the namespace of the claim it was created through.
-fn own_namespace(machine: &Machine, xr: &Json) -> Result<String, Failure> {
+/// `field` is the Machine field that names the Secret.
+pub(crate) fn own_namespace(machine: &Machine, xr: &Json, field: &str) -> Result<String, Failure> {
     match machine.kind {
         MachineKind::Machine => machine.namespace.clone().ok_or_else(|| {
             Failure::invalid(
@@ -115,9 +116,13 @@ fn own_namespace(machine: &Machine, xr: &Json) -> Result<String, Failure> {
             .map(str::to_string)
             .ok_or_else(|| {
                 Failure::invalid(
-                    "spec.bootstrap.sshAuthorizedKeysSecretRef",
+                    field,
                     "a cluster-scoped XMachine not made through a claim has no namespace to read a Secret from",
-                    "give the keys inline in sshAuthorizedKeys, create the XMachine through its Machine claim, or use a namespaced Machine",
+                    if field == fabric_model::credential::FIELD {
+                        "create the XMachine through its Machine claim, or use a namespaced Machine"
+                    } else {
+                        "give the keys inline in sshAuthorizedKeys, create the XMachine through its Machine claim, or use a namespaced Machine"
+                    },
                 )
             }),
     }

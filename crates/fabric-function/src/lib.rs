@@ -24,6 +24,7 @@
 //! the provider's CRDs.
 
 pub mod bpg;
+pub mod credential;
 pub mod input;
 pub mod keys;
 pub mod memo;
@@ -252,53 +253,94 @@ fn compose(
         .and_then(Json::as_str)
         .map(str::to_string);
 
-    let secret_keys = match keys::resolve(req, &machine, &xr, rsp)? {
+    // Both Secrets are asked for before either answer is looked at, so that
+    // Crossplane fetches them in the same round.
+    let keys_state = keys::resolve(req, &machine, &xr, rsp);
+    let credential_state = credential::resolve(req, &machine, &xr, rsp);
+    let (keys_state, credential_state) = match (keys_state, credential_state) {
+        (Ok(k), Ok(c)) => (k, c),
+        (Err(a), Err(b)) => return Err(Failure(a.0.into_iter().chain(b.0).collect())),
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let mut waiting = Vec::new();
+    let mut not_fetched = Vec::new();
+    let secret_keys = match keys_state {
         Keys::NotNeeded => None,
         Keys::Known(keys) => Some(keys),
-        // Crossplane's first call of a reconcile carries no required
-        // resources, and it stops the pipeline at once on a Fatal result,
-        // before fetching what was asked for: refusing here would fail every
-        // reconcile of a machine whose resources exist. Asking is enough;
-        // Crossplane calls again with the Secret.
-        Keys::NotFetched(_) if observed.any(&OWNED) => return Ok(()),
-        Keys::Waiting(message) | Keys::NotFetched(message) => {
-            if observed.any(&OWNED) {
-                // Composing nothing would delete the machine's resources.
-                return Err(Failure::invalid(
-                    "spec.bootstrap.sshAuthorizedKeysSecretRef",
-                    format!("{message}; the machine's resources exist, so nothing changes until the Secret can be read"),
-                    "restore the Secret",
-                ));
-            }
-            let status = MachineStatus {
-                phase: Some(Phase::WaitingForKeys),
-                node: None,
-                instance_id: Some(machine.instance_id()),
-                ..MachineStatus::default()
-            };
-            report(
-                rsp,
-                &machine,
-                &status,
-                prior_phase.as_deref(),
-                &message,
-                false,
-            );
-            set_ready(response::desired_composite(rsp), Ready::False);
-            return Ok(());
+        Keys::Waiting(m) => {
+            waiting.push(("spec.bootstrap.sshAuthorizedKeysSecretRef", m));
+            None
+        }
+        Keys::NotFetched(m) => {
+            not_fetched.push(("spec.bootstrap.sshAuthorizedKeysSecretRef", m));
+            None
         }
     };
+    let fleet_credential = match credential_state {
+        Keys::NotNeeded => None,
+        Keys::Known(c) => Some(c),
+        Keys::Waiting(m) => {
+            waiting.push((fabric_model::credential::FIELD, m));
+            None
+        }
+        Keys::NotFetched(m) => {
+            not_fetched.push((fabric_model::credential::FIELD, m));
+            None
+        }
+    };
+    // Crossplane's first call of a reconcile carries no required
+    // resources, and it stops the pipeline at once on a Fatal result,
+    // before fetching what was asked for: refusing here would fail every
+    // reconcile of a machine whose resources exist. Asking is enough;
+    // Crossplane calls again with the Secrets.
+    if !not_fetched.is_empty() && waiting.is_empty() && observed.any(&OWNED) {
+        return Ok(());
+    }
+    if !waiting.is_empty() || !not_fetched.is_empty() {
+        let (fields, messages): (Vec<&str>, Vec<String>) =
+            waiting.into_iter().chain(not_fetched).unzip();
+        let message = messages.join("; ");
+        if observed.any(&OWNED) {
+            // Composing nothing would delete the machine's resources.
+            return Err(Failure::invalid(
+                fields[0],
+                format!("{message}; the machine's resources exist, so nothing changes until the Secret can be read"),
+                "restore the Secret",
+            ));
+        }
+        let status = MachineStatus {
+            phase: Some(Phase::WaitingForKeys),
+            node: None,
+            instance_id: Some(machine.instance_id()),
+            ..MachineStatus::default()
+        };
+        report(
+            rsp,
+            &machine,
+            &status,
+            prior_phase.as_deref(),
+            &message,
+            false,
+        );
+        set_ready(response::desired_composite(rsp), Ready::False);
+        return Ok(());
+    }
 
     let plan_key = memo::PlanKey {
         input: input_json.clone().unwrap_or(Json::Null),
         secret_keys: secret_keys
             .as_ref()
             .map(|keys| keys.iter().map(|k| k.openssh().to_string()).collect()),
+        credential: fleet_credential.clone(),
     };
     let plan = match memo.and_then(|m| m.plan(&machine_key, &plan_key)) {
         Some(plan) => plan,
         None => {
-            let plan = Arc::new(make_plan(&machine, &xr, &input, secret_keys.as_deref())?);
+            let secrets = fabric_cloudinit::SecretData {
+                ssh_keys: secret_keys.as_deref(),
+                credential: fleet_credential.as_ref(),
+            };
+            let plan = Arc::new(make_plan(&machine, &xr, &input, &secrets)?);
             if let Some(memo) = memo {
                 memo.remember_plan(&machine_key, plan_key, plan.clone());
             }
@@ -405,7 +447,7 @@ fn make_plan(
     machine: &Machine,
     xr: &Json,
     input: &input::InputSpec,
-    secret_keys: Option<&[fabric_model::AuthorizedKey]>,
+    secrets: &fabric_cloudinit::SecretData<'_>,
 ) -> Result<Plan, Failure> {
     let opts = fabric_cloudinit::RenderOptions {
         fabric_flake: input
@@ -416,9 +458,12 @@ fn make_plan(
     };
     // All three files: Proxmox writes its own meta-data and network-config
     // for any cicustom part left unset, so Fabric's are uploaded too.
-    let files = fabric_cloudinit::render(machine, secret_keys, &opts).map_err(|e| {
+    let files = fabric_cloudinit::render_with(machine, secrets, &opts).map_err(|e| {
         let path = match e {
             fabric_cloudinit::RenderError::FabricFlake { .. } => "input.bootstrap.fabricFlake",
+            fabric_cloudinit::RenderError::CredentialMissing { .. } => {
+                fabric_model::credential::FIELD
+            }
             _ => "spec.bootstrap",
         };
         Failure(vec![Diagnostic::error(path, None, e.to_string())])

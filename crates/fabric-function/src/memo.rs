@@ -99,6 +99,8 @@ pub struct PlanKey {
     pub input: Json,
     /// The Secret's keys, as authorized_keys lines (public keys).
     pub secret_keys: Option<Vec<String>>,
+    /// The fleet credential (its `Debug` shows no secret).
+    pub credential: Option<fabric_model::credential::Credential>,
 }
 
 struct Entry {

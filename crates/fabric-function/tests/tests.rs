@@ -4,6 +4,7 @@
 
 mod support;
 
+mod fleet_credential;
 mod flows;
 mod grpc;
 mod image;

@@ -234,9 +234,24 @@ pub struct Nix {
     /// Flake reference naming the nixosConfiguration after '#', e.g.
     /// git+https://github.com/org/fleet#dns01. Accepted: git+https, git+ssh,
     /// git+file (local tests), github:, gitlab:, sourcehut:, https tarballs.
-    /// Never a token: give Nix access-tokens instead.
+    /// Never a token: name a Secret in credentialsSecretRef instead.
     #[schemars(length(min = 1))]
     pub flake_ref: String,
+    /// A Secret in the machine's namespace holding the credential for a
+    /// private flake: ssh-privatekey with known_hosts (git+ssh), or
+    /// access-tokens (git+https, github:, gitlab:). It reaches the machine
+    /// as root-only files under /etc/fabric/credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret_ref: Option<SecretRef>,
+}
+
+/// A whole Secret in the machine's own namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// The first-boot admin user.

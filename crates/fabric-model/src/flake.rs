@@ -84,7 +84,11 @@ fn token_hint(scheme: FlakeScheme, host: Option<&str>) -> String {
         (_, Some(host)) if !host.is_empty() => format!("{host}=<token>"),
         _ => "<host>=<token>".to_string(),
     };
-    format!("never put a token in the flake reference, which is stored world-readable on the machine; give Nix the token instead with `access-tokens = {entry}` in nix.conf (or NIX_CONFIG), or use git+ssh:// with a deploy key")
+    match scheme {
+        // The schemes whose token Fabric delivers (see crate::credential).
+        FlakeScheme::GitHttps | FlakeScheme::GitHub | FlakeScheme::GitLab => format!("never put a token in the flake reference, which is stored world-readable on the machine; put the token in a Secret, as access-tokens: {entry}, and name it in spec.nix.credentialsSecretRef (Fabric gives it to Nix as `access-tokens = {entry}`), or use git+ssh:// with a deploy key"),
+        _ => format!("never put a token in the flake reference, which is stored world-readable on the machine; give Nix the token instead with `access-tokens = {entry}` in nix.conf (or NIX_CONFIG), or use git+ssh:// with a deploy key"),
+    }
 }
 const KNOWN_PARAMS: [&str; 4] = ["ref", "rev", "dir", "submodules"];
 

@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod credential;
 pub mod diag;
 pub mod flake;
 pub mod fleet;

@@ -13,7 +13,9 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
 
-use crate::api::{self, MachineSpec, Metadata, SecretKeyRef, SizeClass, API_GROUP, API_VERSION};
+use crate::api::{
+    self, MachineSpec, Metadata, SecretKeyRef, SecretRef, SizeClass, API_GROUP, API_VERSION,
+};
 use crate::diag::{self, Diagnostic, Pos};
 use crate::flake::FlakeRef;
 use crate::net::{self, MacAddress};
@@ -119,6 +121,9 @@ pub struct Machine {
     pub ssh_keys: Vec<AuthorizedKey>,
     /// Keys held in a Secret.
     pub ssh_keys_secret: Option<SecretKeyRef>,
+    /// The Secret holding the credential for a private flake
+    /// (`spec.nix.credentialsSecretRef`), read by [`crate::credential`].
+    pub credentials_secret: Option<SecretRef>,
     /// Proxmox tags.
     pub tags: BTreeMap<String, String>,
     /// The spec with defaults applied, as the API types hold it.
@@ -652,6 +657,27 @@ fn validate(
         }
     };
 
+    if let Some(r) = &spec.nix.credentials_secret_ref {
+        check_object_name(
+            "spec.nix.credentialsSecretRef.name",
+            &r.name,
+            &index,
+            &mut c.diags,
+        );
+        if let Some(f) = &flake {
+            if crate::credential::ReferenceHost::of(f).is_none() {
+                c.err(
+                    "spec.nix.credentialsSecretRef",
+                    format!(
+                        "{} is fetched without a credential Fabric can deliver",
+                        f.without_attr()
+                    ),
+                    "a credential is for git+ssh:// (an SSH deploy key) or git+https://, github: and gitlab: (an access token) references; remove credentialsSecretRef or change the reference",
+                );
+            }
+        }
+    }
+
     // Admin user and keys.
     if let Err((why, hint)) = net::check_user_name(&spec.bootstrap.admin_user) {
         c.err(
@@ -769,6 +795,7 @@ fn validate(
         admin_user: spec.bootstrap.admin_user.clone(),
         ssh_keys,
         ssh_keys_secret: spec.bootstrap.ssh_authorized_keys_secret_ref.clone(),
+        credentials_secret: spec.nix.credentials_secret_ref.clone(),
         tags: spec.tags.clone(),
         spec,
         warnings: diags,

@@ -56,3 +56,17 @@ pub fn ensure_dir(dir: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: cannot create the directory: {e}", dir.display())),
     }
 }
+
+/// Writes a command's result to stdout. A reader that stopped early
+/// (`fabric validate ... | head`) is not an error: the rest is dropped, as
+/// every Unix filter does, where `print!` would panic on the closed pipe.
+pub fn to_stdout(text: &str) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}

@@ -9,6 +9,12 @@ fn cloud_init_and_converge_agree_on_names_and_paths() {
     assert_eq!(ci::BOOTSTRAP_UNIT, layout::BOOTSTRAP_UNIT);
     assert_eq!(ci::FLAKE_TARGET, layout::FLAKE_TARGET);
     assert_eq!(ci::BOOTSTRAP_MARKER, layout::BOOTSTRAP_MARKER);
+    // The fleet credential: cloud-init writes it where bootstrap and the
+    // agent look for it when no flag says otherwise.
+    assert_eq!(ci::CREDENTIALS_DIR, layout::CREDENTIALS_DIR);
+    assert_eq!(ci::SSH_KEY_FILE, layout::SSH_KEY_FILE);
+    assert_eq!(ci::KNOWN_HOSTS_FILE, layout::KNOWN_HOSTS_FILE);
+    assert_eq!(ci::ACCESS_TOKENS_FILE, layout::ACCESS_TOKENS_FILE);
 }
 
 #[test]

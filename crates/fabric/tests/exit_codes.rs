@@ -100,9 +100,9 @@ impl Inputs {
 
 #[test]
 fn validate() {
-    // 0: every bundled example, as one fleet.
+    // 0: every bundled example, as one fleet (the private-fleet ones among them).
     let out = expect(0, &["validate", "examples", "example"]);
-    has(&out, "5 machines checked");
+    has(&out, "8 machines checked");
     has(&out, "all valid");
     let f = Inputs::new();
 
@@ -694,6 +694,41 @@ fn bootstrap_failures() {
         "must be an absolute path",
     );
     expect(2, &["bootstrap", "--timeout", "soon"]);
+    // 2: a credential file others can read, and a token for an ssh flake,
+    // each named; nothing is fetched.
+    f.write_target(0o644);
+    // The flag is a path on the machine: joined under --root.
+    let tokens = f.root.join("run/secrets/tokens");
+    std::fs::create_dir_all(tokens.parent().unwrap()).unwrap();
+    std::fs::write(&tokens, "example.org=t0ken\n").unwrap();
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = expect_cmd(
+        2,
+        &mut converge(
+            &f,
+            &["bootstrap", "--access-tokens-file", "/run/secrets/tokens"],
+        ),
+    );
+    has(
+        &out,
+        "run/secrets/tokens: the access tokens file is readable by group and others (mode 0644)",
+    );
+    assert!(
+        !text(&out.stderr).contains("t0ken"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::set_permissions(&tokens, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    has(
+        &expect_cmd(
+            2,
+            &mut converge(
+                &f,
+                &["bootstrap", "--access-tokens-file", "/run/secrets/tokens"],
+            ),
+        ),
+        "an access token is given, but the flake",
+    );
     // 1: the remote never answered (within --timeout).
     f.write_target_text(
         &format!("git+file://{}?ref=main#host\n", f.path("no-repo").display()),
@@ -797,6 +832,17 @@ fn agent_once_failures() {
         &["agent", "--once", "--root", "/nonexistent/fabric-root"],
     );
     f.write_target(0o644);
+    // 2: the first-boot deploy key, picked up by default, does not fit a
+    // git+file flake.
+    let key = f.root.join("etc/fabric/credentials/ssh-key");
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(&key, "not a key\n").unwrap();
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    has(
+        &expect_cmd(2, &mut converge(&f, &["agent", "--once"])),
+        "credential refused: ",
+    );
+    std::fs::remove_file(&key).unwrap();
     // 3: another run holds the converge lock.
     let lock = std::fs::File::create(f.state_file("converge.lock")).unwrap();
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();

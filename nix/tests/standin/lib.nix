@@ -465,7 +465,26 @@ let
       inherit text;
     };
 
-    inherit (builtins) concatMap concatStringsSep;
+    inherit (builtins) any concatMap concatStringsSep;
+
+    # lib/trivial.nix warn, as it is without builtins.warn (Nix < 2.23,
+    # such as Debian's 2.8): a trace, then the value.
+    warn = msg: v: builtins.trace "[1;35mevaluation warning:[0m ${msg}" v;
+
+    # lib/asserts.nix checkAssertWarn, what NixOS's top-level.nix applies
+    # to `assertions` and `warnings` before it builds the system.
+    asserts.checkAssertWarn =
+      assertions: warnings: val:
+      let
+        failedAssertions = map (x: x.message) (filter (x: !x.assertion) assertions);
+      in
+      if failedAssertions != [ ] then
+        throw "\nFailed assertions:\n${concatStringsSep "\n" (map (x: "- ${x}") failedAssertions)}"
+      else
+        # showWarnings: the first warning is printed first.
+        builtins.foldl' (x: w: self.warn w x) val (builtins.genList (
+          i: builtins.elemAt warnings (length warnings - 1 - i)
+        ) (length warnings));
 
     hasPrefix = prefix: s: substring 0 (stringLength prefix) s == prefix;
     removeSuffix =

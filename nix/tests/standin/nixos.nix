@@ -11,7 +11,7 @@
 # simpler than nixpkgs' the comment says how. Only the options' types and
 # defaults are mirrored, not what NixOS builds from them (unit files,
 # /etc, the system closure).
-{ lib, pkgs, ... }:
+{ config, lib, pkgs, ... }:
 
 let
   inherit (lib) mkOption types;
@@ -363,8 +363,11 @@ in
     };
   };
 
-  # What NixOS builds from all of the above; here only something to point at.
-  config.system.build.toplevel = {
+  # What NixOS builds from all of the above; here only something to point
+  # at. As nixos/modules/system/activation/top-level.nix does, it is there
+  # only when every assertion holds (else "Failed assertions: - …"), and
+  # evaluating it shows the warnings.
+  config.system.build.toplevel = lib.asserts.checkAssertWarn config.assertions config.warnings {
     type = "derivation";
     name = "nixos-system-standin";
     outPath = "/nix/store/00000000000000000000000000000000-nixos-system-standin";

@@ -11,13 +11,35 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use fabric_cloudinit::{render, RenderOptions, Seed};
-use fabric_model::{secret, AuthorizedKey, Machine};
+use fabric_cloudinit::{render, render_with, RenderOptions, SecretData, Seed};
+use fabric_model::{credential, secret, source, AuthorizedKey, Machine};
 
 pub const TRAPS: &str = include_str!("../fixtures/yaml11-traps.yaml");
 pub const BY_NAME: &str = include_str!("../fixtures/static-by-name.yaml");
 pub const DHCP_SECRET: &str = include_str!("../fixtures/dhcp-secret.yaml");
 pub const SECRET: &str = include_str!("../fixtures/admin-keys-secret.yaml");
+/// The private-fleet examples: a deploy key over SSH, a token for GitHub.
+pub const PRIVATE_FLEET: [(&str, &str, &str); 2] = [
+    (
+        "private-fleet-ssh",
+        include_str!("../../../../examples/private-fleet/db01.yaml"),
+        include_str!("../../../../examples/private-fleet/db01-deploy-key.yaml"),
+    ),
+    (
+        "private-fleet-token",
+        include_str!("../../../../examples/private-fleet/web02.yaml"),
+        include_str!("../../../../examples/private-fleet/web02-token.yaml"),
+    ),
+];
+
+/// The credential a private-fleet example's Secret holds.
+pub fn credential_of(m: &Machine, secret_text: &str) -> credential::Credential {
+    let docs = source::parse_yaml(secret_text).unwrap();
+    match credential::for_machine(&docs, m) {
+        Ok(Some(c)) => c,
+        other => panic!("credential fixture: {other:?}"),
+    }
+}
 
 pub fn machine(text: &str) -> Machine {
     match Machine::from_yaml(text) {
@@ -48,6 +70,20 @@ pub fn fixture_seeds() -> Vec<(&'static str, Machine, Seed)> {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         (name, m, seed)
     })
+    .chain(PRIVATE_FLEET.iter().map(|(name, text, secret_text)| {
+        let m = machine(text);
+        let c = credential_of(&m, secret_text);
+        let seed = render_with(
+            &m,
+            &SecretData {
+                ssh_keys: None,
+                credential: Some(&c),
+            },
+            &RenderOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        (*name, m, seed)
+    }))
     .collect()
 }
 

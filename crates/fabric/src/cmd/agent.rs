@@ -41,10 +41,14 @@ use fabric_model::FlakeRef;
 /// fabric_agent_activation_duration_seconds, fabric_agent_polls_total,
 /// fabric_agent_deployments_total, fabric_agent_resident_memory_bytes.
 ///
+/// The credential files (see the flags) are re-read every cycle, so a
+/// rotated key or token is used from the next poll on; only git and nix
+/// get it, through their environment.
+///
 /// Exit status (--once): 0 converged or nothing changed; 1 the revision
 /// was rejected (build, activation or health failed), the remote could not
 /// be asked, or the state cannot be written; 2 flake target or --flake
-/// refused, a bad flag, or --root is not an existing directory; 3 another
+/// refused, a credential file refused, a bad flag, or --root is not an existing directory; 3 another
 /// run holds the lock; 4 activation and rollback both failed; 143 stopped
 /// by SIGTERM. The daemon exits 0 on SIGTERM, 1 when --metrics-address is
 /// taken (systemd retries it), and 2 for a bad flag.
@@ -115,6 +119,9 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     pub switch_timeout: Duration,
 
+    #[command(flatten)]
+    pub credentials: super::bootstrap::CredentialArgs,
+
     /// With --once, print the cycle result as JSON on stdout.
     #[arg(long, requires = "once")]
     pub json: bool,
@@ -175,6 +182,7 @@ pub fn run(args: Args) -> ExitCode {
         Reboot::WhenNeeded => RebootPolicy::WhenNeeded,
     };
     opts.retry_rejected = args.retry_rejected;
+    opts.credentials = args.credentials.paths();
     let agent = Agent::new(opts, Runner::new(), cancel);
 
     if args.once {
@@ -255,6 +263,7 @@ fn one_line(r: &CycleResult) -> String {
         }
         CycleResult::RemoteFailed { message } => format!("remote failed: {message}"),
         CycleResult::TargetRefused { message } => format!("refused: {message}"),
+        CycleResult::CredentialRefused { message } => format!("credential refused: {message}"),
         CycleResult::StateFailed { message } => format!("state: {message}"),
         CycleResult::Busy { holder } => format!("busy: pid {holder} holds the converge lock"),
         CycleResult::Cancelled => "cancelled".to_string(),

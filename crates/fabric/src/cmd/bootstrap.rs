@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use fabric_converge::bootstrap::{self, BootstrapOptions, BootstrapReport};
+use fabric_converge::credential::CredentialPaths;
 use fabric_converge::deploy::HealthCheck;
 use fabric_converge::process::Runner;
 use fabric_converge::remote::Backoff;
@@ -31,8 +32,16 @@ use fabric_converge::{layout, parse_duration};
 /// the tail of its output are recorded (see `fabric status`) and no marker
 /// is written.
 ///
+/// Git and Nix, and only they, get the fleet's credential (see the
+/// credential flags): a deploy key through GIT_SSH_COMMAND with the pinned
+/// known_hosts, or a token through GIT_CONFIG_* and NIX_CONFIG, never on a
+/// command line. The journal and `fabric status` name the key's fingerprint
+/// or the token's host, never the secret.
+///
 /// Exit status: 0 complete (or already complete); 1 failed (reason
-/// recorded); 2 flake target refused or not a Git flake, a bad flag, or
+/// recorded); 2 flake target refused or not a Git flake, a credential file
+/// refused (others can read it, not root's, no pinned host, a token for
+/// another host, the wrong kind for the flake), a bad flag, or
 /// --root is not an existing directory; 4 activation and rollback both
 /// failed; 143 stopped by SIGTERM or SIGINT.
 #[derive(Debug, clap::Args)]
@@ -75,9 +84,48 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = layout::DEFAULT_HEALTH_TIMEOUT, value_parser = parse_duration)]
     pub health_timeout: Duration,
 
+    #[command(flatten)]
+    pub credentials: CredentialArgs,
+
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// The credential flags of bootstrap, the agent and doctor.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CredentialArgs {
+    /// The deploy key for a git+ssh:// flake: an unencrypted OpenSSH
+    /// private key, owned by root, mode 0600 (a path on the machine, joined
+    /// under --root). Default: /etc/fabric/credentials/ssh-key if it exists
+    /// (and no --access-tokens-file is given).
+    #[arg(long, value_name = "PATH")]
+    pub ssh_key_file: Option<PathBuf>,
+
+    /// known_hosts lines pinning the forge's host key; one must name the
+    /// flake's host (`host`, or `[host]:port`). Required with a key: no
+    /// trust on first use. Default: /etc/fabric/credentials/known_hosts if
+    /// it exists (and no --access-tokens-file is given).
+    #[arg(long, value_name = "PATH")]
+    pub known_hosts_file: Option<PathBuf>,
+
+    /// HOST=TOKEN pairs (Nix's access-tokens form) for a git+https://,
+    /// github: or gitlab: flake; every HOST must be the flake's host. Owned
+    /// by root, mode 0600. Default: /etc/fabric/credentials/access-tokens if
+    /// it exists (and no key flag is given).
+    #[arg(long, value_name = "PATH")]
+    pub access_tokens_file: Option<PathBuf>,
+}
+
+impl CredentialArgs {
+    /// The engine's form.
+    pub fn paths(&self) -> CredentialPaths {
+        CredentialPaths {
+            ssh_key: self.ssh_key_file.clone(),
+            known_hosts: self.known_hosts_file.clone(),
+            access_tokens: self.access_tokens_file.clone(),
+        }
+    }
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -93,6 +141,7 @@ pub fn run(args: Args) -> ExitCode {
     opts.activator.switch_timeout = args.switch_timeout;
     opts.activator.health_checks = args.health_checks;
     opts.activator.health_timeout = args.health_timeout;
+    opts.credentials = args.credentials.paths();
 
     let result = bootstrap::bootstrap(&opts, &Runner::new(), &cancel);
     let code = bootstrap::exit_code(&result);
@@ -161,5 +210,38 @@ mod tests {
         .args;
         assert_eq!(a.timeout, std::time::Duration::from_secs(3600));
         assert_eq!(a.root, std::path::Path::new("/mnt"));
+    }
+
+    #[test]
+    fn credential_flags_default_to_none_and_pass_through() {
+        let a = Cli::try_parse_from(["bootstrap"]).unwrap().args;
+        assert_eq!(
+            a.credentials.paths(),
+            fabric_converge::credential::CredentialPaths::default()
+        );
+        let a = Cli::try_parse_from([
+            "bootstrap",
+            "--ssh-key-file",
+            "/run/secrets/key",
+            "--known-hosts-file",
+            "/etc/kh",
+            "--access-tokens-file",
+            "/run/secrets/tokens",
+        ])
+        .unwrap()
+        .args;
+        let p = a.credentials.paths();
+        assert_eq!(
+            p.ssh_key.as_deref(),
+            Some(std::path::Path::new("/run/secrets/key"))
+        );
+        assert_eq!(
+            p.known_hosts.as_deref(),
+            Some(std::path::Path::new("/etc/kh"))
+        );
+        assert_eq!(
+            p.access_tokens.as_deref(),
+            Some(std::path::Path::new("/run/secrets/tokens"))
+        );
     }
 }

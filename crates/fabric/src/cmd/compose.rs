@@ -66,7 +66,8 @@ pub struct Args {
     pub observed: Vec<PathBuf>,
 
     /// Secrets the function may ask for (the Machine's
-    /// spec.bootstrap.sshAuthorizedKeysSecretRef). Only a Secret in the
+    /// spec.bootstrap.sshAuthorizedKeysSecretRef and
+    /// spec.nix.credentialsSecretRef). Only a Secret in the
     /// Machine's own namespace is used; one without metadata.namespace is
     /// placed there, as kubectl apply would. Repeatable.
     #[arg(long, value_name = "SECRET.yaml")]
@@ -106,19 +107,9 @@ impl From<Unusable> for FileError {
 pub fn run(args: Args) -> ExitCode {
     match compose(&args) {
         Ok((rsp, out)) => {
-            use std::io::Write;
-            let mut stdout = std::io::stdout().lock();
-            match stdout
-                .write_all(out.as_bytes())
-                .and_then(|()| stdout.flush())
-            {
-                Ok(()) => {}
-                // A reader that stopped early (`| head`) is not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                Err(e) => {
-                    eprintln!("fabric compose: cannot write to stdout: {e}");
-                    return ExitCode::from(exit::USAGE);
-                }
+            if let Err(e) = crate::output::to_stdout(&out) {
+                eprintln!("fabric compose: cannot write to stdout: {e}");
+                return ExitCode::from(exit::USAGE);
             }
             report(&rsp, &args.xr)
         }
@@ -332,23 +323,44 @@ fn compose(args: &Args) -> Result<(RunFunctionResponse, String), FileError> {
     Ok((rsp, out))
 }
 
-/// Names, on stderr, each --secret file that holds none of the Secret the
-/// machine names, with what it holds instead: the function then waits for
-/// keys, and the file to fix is one of these.
+/// Names, on stderr, each --secret file that holds none of a Secret the
+/// machine names (the keys, the fleet credential), with what it holds
+/// instead: the function then waits for it, and the file to fix is one of
+/// these.
 fn not_the_machines_secrets(xr: &Json, files: &[(String, Vec<Node>)]) {
     let Ok(machine) = fabric_model::Machine::from_json(xr) else {
         return;
     };
-    let mut missing = Vec::new();
-    for (file, nodes) in files {
-        match fabric_model::secret::keys_for_machine(nodes, &machine) {
-            Err(fabric_model::secret::KeysError::NotInFile(d)) => missing.push(d.located(file)),
-            // Found (or not needed, or refused by the function anyway).
-            _ => return,
+    if machine.ssh_keys_secret.is_some() {
+        let missing: Option<Vec<String>> = files
+            .iter()
+            .map(
+                |(file, nodes)| match fabric_model::secret::keys_for_machine(nodes, &machine) {
+                    Err(fabric_model::secret::KeysError::NotInFile(d)) => Some(d.located(file)),
+                    // Found (or refused by the function anyway).
+                    _ => None,
+                },
+            )
+            .collect();
+        for line in missing.unwrap_or_default() {
+            eprintln!("{line}");
         }
     }
-    for line in missing {
-        eprintln!("{line}");
+    if machine.credentials_secret.is_some() {
+        let missing: Option<Vec<String>> = files
+            .iter()
+            .map(
+                |(file, nodes)| match fabric_model::credential::for_machine(nodes, &machine) {
+                    Err(fabric_model::credential::CredentialError::NotInFile(d)) => {
+                        Some(d.located(file))
+                    }
+                    _ => None,
+                },
+            )
+            .collect();
+        for line in missing.unwrap_or_default() {
+            eprintln!("{line}");
+        }
     }
 }
 

@@ -13,8 +13,12 @@ use fabric_converge::process::Runner;
 ///
 ///   flake target   /etc/nix-flake-target exists, is owned by root, is not
 ///                  writable by others, and holds a valid flake reference
+///   credential     the deploy key and known_hosts, or the access tokens,
+///                  are root's, private, and fit the flake (shows the key's
+///                  fingerprint or the token's host, never the secret)
 ///   tools          nix, nix-env and git are on PATH
-///   remote         the flake's Git remote answers `git ls-remote`
+///   remote         the flake's Git remote answers `git ls-remote`, with
+///                  the credential
 ///   bootstrap      the completion marker, the last bootstrap outcome and
 ///                  the state of fabric-bootstrap.service
 ///   cloud-init     /var/lib/cloud/data/result.json has no errors; warning
@@ -38,6 +42,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = layout::FLAKE_TARGET)]
     pub flake_target: PathBuf,
 
+    #[command(flatten)]
+    pub credentials: super::bootstrap::CredentialArgs,
+
     /// Print the checks as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -50,6 +57,7 @@ pub fn run(args: Args) -> ExitCode {
     };
     let mut opts = DoctorOptions::new(root);
     opts.flake_target = args.flake_target;
+    opts.credentials = args.credentials.paths();
     let report = doctor::doctor(&opts, &Runner::new());
     if args.json {
         match serde_json::to_string_pretty(&report) {

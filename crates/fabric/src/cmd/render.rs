@@ -3,12 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use fabric_cloudinit::{RenderOptions, Seed, DEFAULT_FABRIC_FLAKE};
+use fabric_cloudinit::{RenderOptions, SecretData, Seed, DEFAULT_FABRIC_FLAKE};
 
 use crate::exit::{self, read_yaml, Stop};
 use crate::machines;
 use crate::output::{ensure_dir, write_atomic};
+use fabric_model::credential::{self, CredentialError};
 use fabric_model::secret::{keys_for_machine, KeysError};
+use fabric_model::source::Node;
 use fabric_model::Diagnostic;
 
 /// Print a machine's cloud-init user-data, or write its NoCloud files.
@@ -28,7 +30,7 @@ use fabric_model::Diagnostic;
 /// be written.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  fabric render examples/machines/dns01.yaml\n  fabric render examples/machines/docker01.yaml --dir seed/\n  fabric render machine.yaml --secret admin-keys.yaml --dir seed/"
+    after_help = "Examples:\n  fabric render examples/machines/dns01.yaml\n  fabric render examples/machines/docker01.yaml --dir seed/\n  fabric render machine.yaml --secret admin-keys.yaml --dir seed/\n  fabric render examples/private-fleet/db01.yaml --secret examples/private-fleet/db01-deploy-key.yaml"
 )]
 pub struct Args {
     /// The Machine manifest.
@@ -51,11 +53,13 @@ pub struct Args {
 /// Options shared by `render` and `seed`.
 #[derive(Debug, clap::Args)]
 pub struct SeedArgs {
-    /// A Kubernetes Secret manifest holding the keys that
-    /// spec.bootstrap.sshAuthorizedKeysSecretRef names (data: base64,
-    /// stringData: plain text, one key per line).
+    /// A Kubernetes Secret manifest the machine names: the keys of
+    /// spec.bootstrap.sshAuthorizedKeysSecretRef (one key per line), or the
+    /// fleet credential of spec.nix.credentialsSecretRef (ssh-privatekey and
+    /// known_hosts, or access-tokens). data: base64, stringData: plain text.
+    /// Repeat for a machine that names both.
     #[arg(long, value_name = "SECRET.yaml")]
-    pub secret: Option<PathBuf>,
+    pub secret: Vec<PathBuf>,
 
     /// Flake that provides `fabric` on VMs whose template lacks it; the
     /// first-boot unit runs `nix run <this> -- bootstrap` there.
@@ -69,44 +73,89 @@ pub(crate) fn prepare(machine_path: &Path, args: &SeedArgs) -> Result<Seed, Exit
     for w in warnings {
         eprintln!("{w}");
     }
-    let secret_keys = match &args.secret {
-        None => None,
-        Some(path) => {
-            let file = path.display().to_string();
-            // Read even when the machine names no Secret: a mistyped path
-            // must not pass unnoticed.
-            let docs = read_yaml(path).map_err(|u| Stop::from(u).report())?;
-            match keys_for_machine(&docs, &machine) {
-                Ok(Some(keys)) => Some(keys),
-                Ok(None) => {
-                    let d = Diagnostic::warning(
-                        "",
-                        None,
-                        "ignored: the machine names no spec.bootstrap.sshAuthorizedKeysSecretRef",
-                    );
-                    eprintln!("{}", d.located(&file));
-                    None
+    let mut files: Vec<(String, Vec<Node>)> = Vec::new();
+    for path in &args.secret {
+        // Read even when the machine names no Secret: a mistyped path
+        // must not pass unnoticed.
+        let docs = read_yaml(path).map_err(|u| Stop::from(u).report())?;
+        files.push((path.display().to_string(), docs));
+    }
+    let mut used = vec![false; files.len()];
+    let mut secret_keys = None;
+    if machine.ssh_keys_secret.is_some() && !files.is_empty() {
+        let mut missing = Vec::new();
+        for (i, (file, docs)) in files.iter().enumerate() {
+            match keys_for_machine(docs, &machine) {
+                Ok(keys) => {
+                    secret_keys = keys;
+                    used[i] = true;
+                    break;
                 }
-                Err(KeysError::NotInFile(d)) => {
-                    eprintln!("{}", d.located(&file));
-                    return Err(ExitCode::from(exit::USAGE));
-                }
-                Err(KeysError::Invalid(diags)) => {
-                    for d in diags {
-                        eprintln!("{}", d.located(&file));
-                    }
-                    return Err(ExitCode::from(exit::FAILED));
-                }
+                Err(KeysError::NotInFile(d)) => missing.push(d.located(file)),
+                Err(KeysError::Invalid(diags)) => return Err(refused(file, diags)),
             }
         }
-    };
+        if secret_keys.is_none() {
+            return Err(not_found(missing));
+        }
+    }
+    let mut fleet_credential = None;
+    if machine.credentials_secret.is_some() && !files.is_empty() {
+        let mut missing = Vec::new();
+        for (i, (file, docs)) in files.iter().enumerate() {
+            match credential::for_machine(docs, &machine) {
+                Ok(c) => {
+                    fleet_credential = c;
+                    used[i] = true;
+                    break;
+                }
+                Err(CredentialError::NotInFile(d)) => missing.push(d.located(file)),
+                Err(CredentialError::Invalid(diags)) => return Err(refused(file, diags)),
+            }
+        }
+        if fleet_credential.is_none() {
+            return Err(not_found(missing));
+        }
+    }
+    for ((file, _), used) in files.iter().zip(used) {
+        if !used {
+            let what = if machine.ssh_keys_secret.is_none() && machine.credentials_secret.is_none()
+            {
+                "ignored: the machine names no spec.bootstrap.sshAuthorizedKeysSecretRef"
+            } else {
+                "ignored: the machine's Secrets were found in other files"
+            };
+            eprintln!("{}", Diagnostic::warning("", None, what).located(file));
+        }
+    }
     let opts = RenderOptions {
         fabric_flake: args.fabric_flake.clone(),
     };
-    fabric_cloudinit::render(&machine, secret_keys.as_deref(), &opts).map_err(|e| {
+    let secrets = SecretData {
+        ssh_keys: secret_keys.as_deref(),
+        credential: fleet_credential.as_ref(),
+    };
+    fabric_cloudinit::render_with(&machine, &secrets, &opts).map_err(|e| {
         eprintln!("{}: {e}", machine_path.display());
         ExitCode::from(exit::FAILED)
     })
+}
+
+/// A Secret the machine names, found and wrong: exit 1, like an invalid
+/// machine. The diagnostics name the data key and line, never the content.
+fn refused(file: &str, diags: Vec<Diagnostic>) -> ExitCode {
+    for d in diags {
+        eprintln!("{}", d.located(file));
+    }
+    ExitCode::from(exit::FAILED)
+}
+
+/// No --secret file holds a Secret the machine names: the wrong file, exit 2.
+fn not_found(missing: Vec<String>) -> ExitCode {
+    for line in missing {
+        eprintln!("{line}");
+    }
+    ExitCode::from(exit::USAGE)
 }
 
 pub fn run(args: Args) -> ExitCode {
@@ -118,7 +167,10 @@ pub fn run(args: Args) -> ExitCode {
         Err(code) => return code,
     };
     let Some(dir) = args.dir.or(args.out) else {
-        print!("{}", seed.user_data);
+        if let Err(e) = crate::output::to_stdout(&seed.user_data) {
+            eprintln!("fabric render: cannot write to stdout: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
         return ExitCode::SUCCESS;
     };
     if let Err(e) = ensure_dir(&dir) {

@@ -10,7 +10,8 @@ use fabric_converge::status;
 /// Reads /var/lib/fabric/bootstrap.json, /var/lib/fabric/agent.json, the
 /// completion marker and /run/{current,booted}-system, and shows: the
 /// deployed revision (full commit) and store path, the running system,
-/// whether a reboot is needed, each run's phase and last outcome, rejected
+/// whether a reboot is needed, the credential the last fetch used (a deploy
+/// key's SHA256 fingerprint or a token's host, never the secret), each run's phase and last outcome, rejected
 /// revisions, and the last deployments (revision, store path, outcome,
 /// time, and for failures the phase, command and tail of its output).
 /// Never changes anything.

@@ -202,8 +202,13 @@ pub fn run(args: Args) -> ExitCode {
     };
     match args.output {
         Output::Text => {
-            for p in &problems {
-                println!("{}", p.diagnostic.located(&p.file));
+            let lines: String = problems
+                .iter()
+                .map(|p| format!("{}\n", p.diagnostic.located(&p.file)))
+                .collect();
+            if let Err(e) = crate::output::to_stdout(&lines) {
+                eprintln!("fabric validate: cannot write to stdout: {e}");
+                return ExitCode::from(exit::USAGE);
             }
             eprintln!("{}", count.summary());
         }
@@ -232,7 +237,11 @@ pub fn run(args: Args) -> ExitCode {
                 "valid": errors == 0,
                 "problems": list,
             });
-            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default() + "\n";
+            if let Err(e) = crate::output::to_stdout(&text) {
+                eprintln!("fabric validate: cannot write to stdout: {e}");
+                return ExitCode::from(exit::USAGE);
+            }
         }
     }
     ExitCode::from(if unusable > 0 {

@@ -7,12 +7,19 @@
 #
 #   nix-instantiate --eval --strict --json vmtest/agent-unit.nix \
 #     --argstr fabricPackage /nix/store/...-fabric --argstr interval 20s \
-#     --argstr watchdogSec 15s --argstr healthCheck '...'
+#     --argstr watchdogSec 15s --argstr healthCheck '...' \
+#     [--argstr sshKeyFile /run/agenix/key --argstr knownHostsFile /run/agenix/known_hosts]
+#
+# sshKeyFile and knownHostsFile, when given, set the module's
+# services.fabric.credentials options (scenario 10's rotation); left out,
+# the options keep their defaults and the agent its first-boot files.
 {
   fabricPackage,
   interval,
   watchdogSec,
   healthCheck,
+  sshKeyFile ? null,
+  knownHostsFile ? null,
 }:
 let
   lib = import ../nix/tests/standin/lib.nix;
@@ -40,6 +47,14 @@ let
           };
           systemd.services.fabric-agent.serviceConfig.WatchdogSec = watchdogSec;
         }
+        (
+          if sshKeyFile == null && knownHostsFile == null then
+            { }
+          else
+            {
+              services.fabric.credentials = { inherit sshKeyFile knownHostsFile; };
+            }
+        )
       ];
       strict = [
         [

@@ -163,6 +163,22 @@ impl Run {
         BootstrapError::Failed { failure, outcome }
     }
 
+    /// Records that what the machine converges on (the flake target, or
+    /// the credential that fetches it) was refused before any command ran.
+    /// The caller returns the refusal itself: a usage error, not a failed run.
+    fn refuse_target(&mut self, message: String) {
+        self.fail(
+            Failure {
+                phase: Phase::ReadTarget,
+                message,
+                command: None,
+                exit_code: None,
+                tail: String::new(),
+            },
+            Outcome::Failed,
+        );
+    }
+
     fn cancelled(&mut self) -> BootstrapError {
         let phase = self.deployment.phase;
         self.deployment.outcome = Outcome::Cancelled;
@@ -209,22 +225,8 @@ pub fn bootstrap(
     run.deployment.phase = Phase::ReadTarget;
 
     let target_path = opts.root.join(&opts.flake_target);
-    let target = match target::read_flake_target(&target_path) {
-        Ok(t) => t,
-        Err(e) => {
-            run.fail(
-                Failure {
-                    phase: Phase::ReadTarget,
-                    message: e.to_string(),
-                    command: None,
-                    exit_code: None,
-                    tail: String::new(),
-                },
-                Outcome::Failed,
-            );
-            return Err(e.into());
-        }
-    };
+    let target = target::read_flake_target(&target_path)
+        .inspect_err(|e| run.refuse_target(e.to_string()))?;
     for w in &target.warnings {
         tracing::warn!("{}: {w}", target_path.display());
     }
@@ -235,35 +237,12 @@ pub fn bootstrap(
         Ok(q) => q,
         Err(e) => {
             let message = format!("{}: {e}", target_path.display());
-            run.fail(
-                Failure {
-                    phase: Phase::ReadTarget,
-                    message: message.clone(),
-                    command: None,
-                    exit_code: None,
-                    tail: String::new(),
-                },
-                Outcome::Failed,
-            );
+            run.refuse_target(message.clone());
             return Err(BootstrapError::Unsupported(message));
         }
     };
-    let credential = match credential::load(&opts.root, &opts.credentials, &target.flake) {
-        Ok(c) => c,
-        Err(e) => {
-            run.fail(
-                Failure {
-                    phase: Phase::ReadTarget,
-                    message: e.to_string(),
-                    command: None,
-                    exit_code: None,
-                    tail: String::new(),
-                },
-                Outcome::Failed,
-            );
-            return Err(e.into());
-        }
-    };
+    let credential = credential::load(&opts.root, &opts.credentials, &target.flake)
+        .inspect_err(|e| run.refuse_target(e.to_string()))?;
     let auth = credential.as_ref().map(|c| c.auth.clone());
     match &credential {
         Some(c) => tracing::info!(

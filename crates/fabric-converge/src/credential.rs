@@ -8,7 +8,6 @@
 //! recorded is a [`CredentialSummary`]: the key's fingerprint or the
 //! token's host.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
@@ -17,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layout;
 use crate::root::Root;
+use crate::target::{check_guarded, Unguarded};
 
 /// The largest credential file read. A key or a handful of known_hosts
 /// lines is a few KiB; anything bigger is not what cloud-init wrote.
@@ -651,26 +651,7 @@ fn read_checked(
         what,
         reason: e.to_string(),
     })?;
-    if !meta.is_file() {
-        return Err(CredentialError::NotAFile {
-            path: path.to_path_buf(),
-            what,
-        });
-    }
     let euid = rustix::process::geteuid().as_raw();
-    if meta.uid() != euid {
-        return Err(CredentialError::WrongOwner {
-            path: path.to_path_buf(),
-            what,
-            uid: meta.uid(),
-            want: if euid == 0 {
-                "root".into()
-            } else {
-                euid.to_string()
-            },
-        });
-    }
-    let mode = meta.mode() & 0o7777;
     let (mask, why, fix) = match access {
         Access::Secret => (
             0o066,
@@ -683,31 +664,39 @@ fn read_checked(
             "0644",
         ),
     };
-    if mode & mask != 0 {
-        let read = mode & 0o044 != 0 && access == Access::Secret;
-        let write = mode & 0o022 != 0;
-        let access_words = match (read, write) {
-            (true, true) => "readable and writable",
-            (true, false) => "readable",
-            _ => "writable",
-        };
-        let group = mode & mask & 0o060 != 0;
-        let others = mode & mask & 0o006 != 0;
-        let who = match (group, others) {
-            (true, true) => "group and others",
-            (true, false) => "group",
-            _ => "others",
-        };
-        return Err(CredentialError::Exposed {
+    check_guarded(&meta, euid, mask).map_err(|refused| match refused {
+        Unguarded::NotAFile => CredentialError::NotAFile {
             path: path.to_path_buf(),
             what,
-            access: access_words,
-            who,
-            mode,
-            why,
-            fix,
-        });
-    }
+        },
+        Unguarded::Owner(uid) => CredentialError::WrongOwner {
+            path: path.to_path_buf(),
+            what,
+            uid,
+            want: if euid == 0 {
+                "root".into()
+            } else {
+                euid.to_string()
+            },
+        },
+        Unguarded::Open { who, mode } => {
+            let read = mode & 0o044 != 0 && access == Access::Secret;
+            let write = mode & 0o022 != 0;
+            CredentialError::Exposed {
+                path: path.to_path_buf(),
+                what,
+                access: match (read, write) {
+                    (true, true) => "readable and writable",
+                    (true, false) => "readable",
+                    _ => "writable",
+                },
+                who,
+                mode,
+                why,
+                fix,
+            }
+        }
+    })?;
     if meta.len() > MAX_CREDENTIAL_BYTES {
         return Err(CredentialError::Unreadable {
             path: path.to_path_buf(),

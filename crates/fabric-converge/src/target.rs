@@ -107,18 +107,20 @@ pub fn read_flake_target(path: &Path) -> Result<FlakeTarget, TargetError> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    if !meta.is_file() {
-        return Err(TargetError::NotAFile {
+    check_guarded(&meta, 0, 0o022).map_err(|refused| match refused {
+        Unguarded::NotAFile => TargetError::NotAFile {
             path: path.to_path_buf(),
-        });
-    }
-    if meta.uid() != 0 {
-        return Err(TargetError::NotRootOwned {
+        },
+        Unguarded::Owner(uid) => TargetError::NotRootOwned {
             path: path.to_path_buf(),
-            uid: meta.uid(),
-        });
-    }
-    check_not_writable(path, meta.mode())?;
+            uid,
+        },
+        Unguarded::Open { who, mode } => TargetError::Writable {
+            path: path.to_path_buf(),
+            who,
+            mode,
+        },
+    })?;
     let text = std::fs::read_to_string(path).map_err(|e| TargetError::Unreadable {
         path: path.to_path_buf(),
         reason: e.to_string(),
@@ -126,18 +128,44 @@ pub fn read_flake_target(path: &Path) -> Result<FlakeTarget, TargetError> {
     parse_flake_target(path, &text)
 }
 
-fn check_not_writable(path: &Path, mode: u32) -> Result<(), TargetError> {
-    let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+/// Why a file that says what runs, or holds what fetches it, is refused
+/// before it is read.
+pub(crate) enum Unguarded {
+    /// A directory, device or the like.
+    NotAFile,
+    /// Owned by this uid, not the one it must be.
+    Owner(u32),
+    /// Group or others have access they must not have.
+    Open {
+        /// "group", "others" or "group and others".
+        who: &'static str,
+        /// The permission bits.
+        mode: u32,
+    },
+}
+
+/// Checks that `meta` is a regular file owned by `owner` whose mode grants
+/// none of the group and others bits in `mask`: whoever else could change
+/// (or, for a secret, read) it would control what the machine runs.
+pub(crate) fn check_guarded(
+    meta: &std::fs::Metadata,
+    owner: u32,
+    mask: u32,
+) -> Result<(), Unguarded> {
+    if !meta.is_file() {
+        return Err(Unguarded::NotAFile);
+    }
+    if meta.uid() != owner {
+        return Err(Unguarded::Owner(meta.uid()));
+    }
+    let mode = meta.mode() & 0o7777;
+    let who = match (mode & mask & 0o070 != 0, mode & mask & 0o007 != 0) {
         (true, true) => "group and others",
         (true, false) => "group",
         (false, true) => "others",
         (false, false) => return Ok(()),
     };
-    Err(TargetError::Writable {
-        path: path.to_path_buf(),
-        who,
-        mode: mode & 0o7777,
-    })
+    Err(Unguarded::Open { who, mode })
 }
 
 /// Parses the content of a flake target file.

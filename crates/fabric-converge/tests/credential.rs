@@ -11,13 +11,13 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Gen, NIX_CONFIG};
+use common::{free_port, Fixture, Gen, NIX_CONFIG};
 use fabric_converge::agent::{Agent, CycleResult};
 use fabric_converge::bootstrap::{bootstrap, BootstrapError, BootstrapOptions, BootstrapReport};
 use fabric_converge::credential::CredentialSummary;
@@ -68,16 +68,6 @@ fn keygen(path: &Path) -> String {
 fn fingerprint(pub_file: &Path) -> String {
     let out = run_ok(Command::new("ssh-keygen").arg("-lf").arg(pub_file));
     out.split_whitespace().nth(1).unwrap().to_string()
-}
-
-/// A port free right now on 127.0.0.1. The servers are started on it and
-/// retried on another when something took it meanwhile.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A server process killed when dropped.

@@ -8,14 +8,11 @@
 //! fingerprint, never the key or a token.
 
 use fabric_model::credential::{self, Credential};
-use fabric_model::source::Node;
 use fabric_model::{Diagnostic, Machine};
 use function_sdk_rust::proto::v1::{RunFunctionRequest, RunFunctionResponse};
-use function_sdk_rust::request;
-use function_sdk_rust::response::{self, ResourceMatch};
 use serde_json::Value as Json;
 
-use crate::keys::Keys;
+use crate::keys::{require_secret, Fetch, Keys, SecretRequirement};
 use crate::Failure;
 
 /// Requirement name of the credential Secret.
@@ -34,42 +31,28 @@ pub fn resolve(
     let Some(secret_ref) = &machine.credentials_secret else {
         return Ok(Keys::NotNeeded);
     };
-    let namespace = crate::keys::own_namespace(machine, xr, credential::FIELD)?;
-    response::require_resources(
+    let found = require_secret(
+        req,
         rsp,
-        REQUIREMENT,
-        "v1",
-        "Secret",
-        Some(ResourceMatch::Name(secret_ref.name.clone())),
-        Some(namespace.clone()),
-    );
-    let what = format!("fleet credential Secret {namespace}/{}", secret_ref.name);
-    let Some(found) = request::get_required_resources(req, REQUIREMENT) else {
-        return Ok(Keys::NotFetched(format!(
-            "waiting for Crossplane to fetch the {what}"
-        )));
+        machine,
+        xr,
+        SecretRequirement {
+            requirement: REQUIREMENT,
+            field: credential::FIELD,
+            name: &secret_ref.name,
+            holds: "fleet credential",
+            key: None,
+            in_log: "credential Secret",
+        },
+    )?;
+    let (secret, what) = match found {
+        Fetch::Found { secret, namespace } => (
+            secret,
+            format!("fleet credential Secret {namespace}/{}", secret_ref.name),
+        ),
+        Fetch::Pending(state) => return Ok(state),
     };
-    let is_ours = |s: &&Json| {
-        s.pointer("/metadata/namespace").and_then(Json::as_str) == Some(namespace.as_str())
-            && s.pointer("/metadata/name").and_then(Json::as_str) == Some(secret_ref.name.as_str())
-            && s.get("kind").and_then(Json::as_str) == Some("Secret")
-    };
-    let ignored = found.iter().filter(|s| !is_ours(s)).count();
-    if ignored > 0 {
-        tracing::warn!(
-            ignored,
-            namespace = %namespace,
-            secret = %secret_ref.name,
-            "ignored required resources that are not the machine's own credential Secret"
-        );
-    }
-    let Some(secret) = found.iter().find(is_ours) else {
-        return Ok(Keys::Waiting(format!(
-            "the {what} does not exist; create it, or fix {}",
-            credential::FIELD
-        )));
-    };
-    match credential::from_secret(&Node::from_json(secret), &machine.flake) {
+    match credential::from_secret(&secret, &machine.flake) {
         Ok(c) => {
             tracing::debug!(
                 secret = %secret_ref.name,

@@ -45,44 +45,31 @@ pub fn resolve(
     let Some(secret_ref) = &machine.ssh_keys_secret else {
         return Ok(Keys::NotNeeded);
     };
-    let namespace = own_namespace(machine, xr, "spec.bootstrap.sshAuthorizedKeysSecretRef")?;
-    response::require_resources(
+    let found = require_secret(
+        req,
         rsp,
-        REQUIREMENT,
-        "v1",
-        "Secret",
-        Some(ResourceMatch::Name(secret_ref.name.clone())),
-        Some(namespace.clone()),
-    );
-    let what = format!(
-        "Secret {namespace}/{} (key {})",
-        secret_ref.name, secret_ref.key
-    );
-    let Some(found) = request::get_required_resources(req, REQUIREMENT) else {
-        return Ok(Keys::NotFetched(format!(
-            "waiting for Crossplane to fetch the SSH keys {what}"
-        )));
+        machine,
+        xr,
+        SecretRequirement {
+            requirement: REQUIREMENT,
+            field: "spec.bootstrap.sshAuthorizedKeysSecretRef",
+            name: &secret_ref.name,
+            holds: "SSH keys",
+            key: Some(&secret_ref.key),
+            in_log: "Secret",
+        },
+    )?;
+    let (secret, what) = match found {
+        Fetch::Found { secret, namespace } => (
+            secret,
+            format!(
+                "Secret {namespace}/{} (key {})",
+                secret_ref.name, secret_ref.key
+            ),
+        ),
+        Fetch::Pending(state) => return Ok(state),
     };
-    let is_ours = |s: &&Json| {
-        s.pointer("/metadata/namespace").and_then(Json::as_str) == Some(namespace.as_str())
-            && s.pointer("/metadata/name").and_then(Json::as_str) == Some(secret_ref.name.as_str())
-            && s.get("kind").and_then(Json::as_str) == Some("Secret")
-    };
-    let ignored = found.iter().filter(|s| !is_ours(s)).count();
-    if ignored > 0 {
-        tracing::warn!(
-            ignored,
-            namespace = %namespace,
-            secret = %secret_ref.name,
-            "ignored required resources that are not the machine's own Secret"
-        );
-    }
-    let Some(secret) = found.iter().find(is_ours) else {
-        return Ok(Keys::Waiting(format!(
-            "the SSH keys {what} does not exist; create it, or fix spec.bootstrap.sshAuthorizedKeysSecretRef"
-        )));
-    };
-    match fabric_model::secret::keys_from_secret(&Node::from_json(secret), &secret_ref.key) {
+    match fabric_model::secret::keys_from_secret(&secret, &secret_ref.key) {
         Ok(keys) => Ok(Keys::Known(keys)),
         Err(diags) => Err(Failure(
             diags
@@ -94,6 +81,89 @@ pub fn resolve(
                 .collect(),
         )),
     }
+}
+
+/// A Secret the machine names, to ask Crossplane for.
+pub(crate) struct SecretRequirement<'a> {
+    /// The requirement's name in the request and the response.
+    pub requirement: &'a str,
+    /// The Machine field that names the Secret.
+    pub field: &'a str,
+    /// The Secret's name.
+    pub name: &'a str,
+    /// What it holds, as the waiting messages say: "SSH keys".
+    pub holds: &'a str,
+    /// The data key read, when the machine names one.
+    pub key: Option<&'a str>,
+    /// What the log calls it: "Secret", "credential Secret".
+    pub in_log: &'a str,
+}
+
+/// What Crossplane's answer for a [`SecretRequirement`] gives.
+pub(crate) enum Fetch<T> {
+    /// The Secret, and the machine's namespace it was asked for in.
+    Found { secret: Node, namespace: String },
+    /// Nothing to read yet: the state to report.
+    Pending(Keys<T>),
+}
+
+/// Asks for the Secret by name in the machine's own namespace (see
+/// [`own_namespace`]) and picks it out of what Crossplane sent: anything
+/// else it sent, from another namespace or of another kind, is ignored
+/// (and logged by count, never by content).
+pub(crate) fn require_secret<T>(
+    req: &RunFunctionRequest,
+    rsp: &mut RunFunctionResponse,
+    machine: &Machine,
+    xr: &Json,
+    wanted: SecretRequirement<'_>,
+) -> Result<Fetch<T>, Failure> {
+    let namespace = own_namespace(machine, xr, wanted.field)?;
+    response::require_resources(
+        rsp,
+        wanted.requirement,
+        "v1",
+        "Secret",
+        Some(ResourceMatch::Name(wanted.name.to_string())),
+        Some(namespace.clone()),
+    );
+    let what = match wanted.key {
+        Some(key) => format!(
+            "{} Secret {namespace}/{} (key {key})",
+            wanted.holds, wanted.name
+        ),
+        None => format!("{} Secret {namespace}/{}", wanted.holds, wanted.name),
+    };
+    let Some(found) = request::get_required_resources(req, wanted.requirement) else {
+        return Ok(Fetch::Pending(Keys::NotFetched(format!(
+            "waiting for Crossplane to fetch the {what}"
+        ))));
+    };
+    let is_ours = |s: &&Json| {
+        s.pointer("/metadata/namespace").and_then(Json::as_str) == Some(namespace.as_str())
+            && s.pointer("/metadata/name").and_then(Json::as_str) == Some(wanted.name)
+            && s.get("kind").and_then(Json::as_str) == Some("Secret")
+    };
+    let ignored = found.iter().filter(|s| !is_ours(s)).count();
+    if ignored > 0 {
+        tracing::warn!(
+            ignored,
+            namespace = %namespace,
+            secret = %wanted.name,
+            "ignored required resources that are not the machine's own {}",
+            wanted.in_log
+        );
+    }
+    Ok(match found.iter().find(is_ours) {
+        Some(secret) => Fetch::Found {
+            secret: Node::from_json(secret),
+            namespace,
+        },
+        None => Fetch::Pending(Keys::Waiting(format!(
+            "the {what} does not exist; create it, or fix {}",
+            wanted.field
+        ))),
+    })
 }
 
 /// The namespace a machine's Secret must live in: a Machine's own; for a

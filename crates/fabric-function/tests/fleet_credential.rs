@@ -103,11 +103,6 @@ fn requests(xr: &Json, backend: &str, secret: &Json) -> Vec<RunFunctionRequest> 
     vec![base, with, second, third]
 }
 
-fn with_phase(mut xr: Json, phase: &str) -> Json {
-    xr["status"] = json!({ "phase": phase });
-    xr
-}
-
 /// A string that is the user-data snippet, or holds it (terraform's module).
 fn scrub(v: &mut Json) -> usize {
     match v {
@@ -167,24 +162,12 @@ fn the_credential_secret_is_asked_for_in_the_machines_namespace_only() {
         let inp = input(backend);
         let rsp = run(&request(&xr, Some(&inp), &[]));
         assert_eq!(fatal(&rsp), None, "{backend}: {}", messages(&rsp));
-        let sel = rsp
-            .requirements
-            .as_ref()
-            .and_then(|r| r.resources.get(credential::REQUIREMENT))
-            .cloned()
-            .unwrap_or_else(|| panic!("{backend}: does not ask for the credential Secret"));
-        assert_eq!(
-            (sel.api_version.as_str(), sel.kind.as_str()),
-            ("v1", "Secret")
-        );
-        assert_eq!(sel.namespace.as_deref(), Some("team-a"));
-        assert_eq!(
-            sel.r#match,
-            Some(
-                function_sdk_rust::proto::v1::resource_selector::Match::MatchName(
-                    "fleet-deploy-key".into()
-                )
-            )
+        assert_requires_secret(
+            &rsp,
+            credential::REQUIREMENT,
+            "team-a",
+            "fleet-deploy-key",
+            backend,
         );
         assert!(
             names(&rsp).is_empty(),
@@ -265,18 +248,22 @@ fn user_data_of(rsp: &RunFunctionResponse, backend: &str) -> String {
     find(&desired(rsp, name).unwrap()).unwrap()
 }
 
-#[test]
-fn the_credential_appears_only_in_the_snippet_for_both_kinds_and_backends() {
-    let token = "github_pat_11FAKE0token0value0for0the0leak0test";
-    let cases = [
+/// A machine with its Secret and the secret values in it, for each kind:
+/// the example's deploy key, and `token` for github.com.
+fn both_kinds(token: &str) -> [(Json, Json, Vec<String>); 2] {
+    [
         (ssh_machine(), key_secret("team-a"), key_lines()),
         (
             token_machine(),
             token_secret("team-a", &format!("github.com={token}")),
             vec![token.to_string()],
         ),
-    ];
-    for (xr, secret, secrets) in cases {
+    ]
+}
+
+#[test]
+fn the_credential_appears_only_in_the_snippet_for_both_kinds_and_backends() {
+    for (xr, secret, secrets) in both_kinds("github_pat_11FAKE0token0value0for0the0leak0test") {
         for backend in BACKENDS {
             let mut composed = 0;
             for (i, req) in requests(&xr, backend, &secret).iter().enumerate() {
@@ -355,16 +342,7 @@ fn a_refused_credential_is_fatal_naming_the_field_and_never_the_secret() {
 
 #[test]
 fn the_logs_never_carry_the_credential() {
-    let token = "github_pat_11FAKE0token0value0for0the0log0test";
-    let cases = [
-        (ssh_machine(), key_secret("team-a"), key_lines()),
-        (
-            token_machine(),
-            token_secret("team-a", &format!("github.com={token}")),
-            vec![token.to_string()],
-        ),
-    ];
-    for (xr, secret, secrets) in cases {
+    for (xr, secret, secrets) in both_kinds("github_pat_11FAKE0token0value0for0the0log0test") {
         for backend in BACKENDS {
             let logs = logs_of(|| {
                 for req in requests(&xr, backend, &secret) {
@@ -397,32 +375,6 @@ fn the_logs_never_carry_the_credential() {
             }
         }
     }
-}
-
-fn logs_of(f: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut v) = self.0.lock() {
-                v.extend_from_slice(b);
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 proptest! {

@@ -23,11 +23,6 @@ fn rendered_user_data(xr: &Json, secret_keys: Option<&str>) -> String {
     .unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn with_phase(mut xr: Json, phase: &str) -> Json {
-    xr["status"] = json!({"phase": phase});
-    xr
-}
-
 #[test]
 fn bpg_composes_snippet_then_vm_then_becomes_ready() {
     let xr = machine();
@@ -479,23 +474,7 @@ fn the_secret_flow_asks_reads_only_the_own_namespace_and_composes_after() {
     // First call: the Secret is asked for, by name, in the XR's namespace.
     let rsp = run(&request(&xr, Some(&inp), &[]));
     assert_eq!(fatal(&rsp), None);
-    let sel = rsp
-        .requirements
-        .as_ref()
-        .and_then(|r| r.resources.get(keys::REQUIREMENT))
-        .cloned()
-        .unwrap_or_default();
-    assert_eq!(
-        (sel.api_version.as_str(), sel.kind.as_str()),
-        ("v1", "Secret")
-    );
-    assert_eq!(sel.namespace.as_deref(), Some("team-a"));
-    assert_eq!(
-        sel.r#match,
-        Some(
-            function_sdk_rust::proto::v1::resource_selector::Match::MatchName("admin-keys".into())
-        )
-    );
+    assert_requires_secret(&rsp, keys::REQUIREMENT, "team-a", "admin-keys", "bpg");
     assert!(
         names(&rsp).is_empty(),
         "no VM (nor snippet) before the keys are known"
@@ -753,33 +732,6 @@ fn other_steps_desired_resources_pass_through() {
         vec!["dashboard", "meta-data", "network-config", "user-data"]
     );
     assert_eq!(desired(&rsp, "dashboard"), Some(other));
-}
-
-/// Captures every log line at TRACE while `f` runs.
-fn logs_of(f: impl FnOnce()) -> String {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Buf(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Buf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            if let Ok(mut v) = self.0.lock() {
-                v.extend_from_slice(b);
-            }
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let buf = Buf::default();
-    let writer = buf.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
-    tracing::subscriber::with_default(subscriber, f);
-    let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
-    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 #[test]

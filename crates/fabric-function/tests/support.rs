@@ -249,3 +249,65 @@ pub fn with_snippets(
     }
     all
 }
+
+/// The XR with `status.phase` set, as an earlier call left it.
+pub fn with_phase(mut xr: Json, phase: &str) -> Json {
+    xr["status"] = json!({ "phase": phase });
+    xr
+}
+
+/// Captures every log line at TRACE while `f` runs.
+pub fn logs_of(f: impl FnOnce()) -> String {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if let Ok(mut v) = self.0.lock() {
+                v.extend_from_slice(b);
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let bytes = buf.0.lock().map(|v| v.clone()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Asserts that `rsp` asks, under `requirement`, for the Secret `name` in
+/// `namespace`, by name; `context` starts each failure message.
+#[track_caller]
+pub fn assert_requires_secret(
+    rsp: &RunFunctionResponse,
+    requirement: &str,
+    namespace: &str,
+    name: &str,
+    context: &str,
+) {
+    let sel = rsp
+        .requirements
+        .as_ref()
+        .and_then(|r| r.resources.get(requirement))
+        .cloned()
+        .unwrap_or_else(|| panic!("{context}: does not ask for {requirement}"));
+    assert_eq!(
+        (sel.api_version.as_str(), sel.kind.as_str()),
+        ("v1", "Secret"),
+        "{context}"
+    );
+    assert_eq!(sel.namespace.as_deref(), Some(namespace), "{context}");
+    assert_eq!(
+        sel.r#match,
+        Some(function_sdk_rust::proto::v1::resource_selector::Match::MatchName(name.into())),
+        "{context}"
+    );
+}

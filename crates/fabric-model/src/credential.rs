@@ -17,7 +17,7 @@ use ssh_key::{HashAlg, PrivateKey};
 
 use crate::diag::{Diagnostic, Pos};
 use crate::flake::{FlakeRef, FlakeScheme};
-use crate::machine::{Machine, MachineKind};
+use crate::machine::Machine;
 use crate::source::{Node, Value};
 
 /// The Machine field that names the Secret.
@@ -216,21 +216,12 @@ pub enum CredentialError {
 /// as for the SSH keys Secret (a Machine's own namespace; for a legacy
 /// XMachine, its claim's).
 pub fn namespace(machine: &Machine) -> Result<Option<String>, Diagnostic> {
-    match machine.kind {
-        MachineKind::Machine => Ok(machine.namespace.clone()),
-        MachineKind::XMachine => match &machine.claim_namespace {
-            Some(ns) => Ok(Some(ns.clone())),
-            None => Err(Diagnostic::error(
-                FIELD,
-                None,
-                "a cluster-scoped XMachine not made through a claim has no namespace to read a Secret from",
-            )
-            .hint(format!(
-                "create the XMachine through its claim (the {} label), or use a namespaced Machine",
-                crate::machine::CLAIM_NAMESPACE_LABEL
-            ))),
-        },
-    }
+    crate::secret::machine_secret_namespace(machine, FIELD, || {
+        format!(
+            "create the XMachine through its claim (the {} label), or use a namespaced Machine",
+            crate::machine::CLAIM_NAMESPACE_LABEL
+        )
+    })
 }
 
 /// Reads the credential `machine` names from the documents of a Secret
@@ -245,68 +236,22 @@ pub fn for_machine(
         return Ok(None);
     };
     let ns = namespace(machine).map_err(|d| CredentialError::Invalid(vec![d]))?;
-    if let Some(doc) = docs
-        .iter()
-        .find(|d| crate::secret::is_machine_secret(d, &secret_ref.name, ns.as_deref()))
-    {
-        return from_secret(doc, &machine.flake)
-            .map(Some)
-            .map_err(CredentialError::Invalid);
-    }
-    let wanted = match &ns {
-        Some(ns) => format!("Secret {ns}/{}", secret_ref.name),
-        None => format!("Secret {} (in the Machine's namespace)", secret_ref.name),
-    };
-    let meta = |d: &Node, field: &str| {
-        d.get("metadata")
-            .and_then(|m| m.get(field))
-            .and_then(Node::as_text)
-            .map(str::to_string)
-    };
-    let secrets: Vec<&Node> = docs
-        .iter()
-        .filter(|d| d.get("kind").and_then(Node::as_text) == Some("Secret"))
-        .collect();
-    let hint = format!(
-        "pass the file of the Secret {FIELD} names: metadata.name {} in the machine's namespace, or with no metadata.namespace",
-        secret_ref.name
-    );
-    let Some(first) = secrets.first() else {
-        return Err(CredentialError::NotInFile(
-            Diagnostic::error(
-                "",
-                Some(Pos { line: 1, col: 1 }),
-                format!("holds no Secret; the machine needs {wanted} ({FIELD})"),
-            )
-            .hint(hint),
-        ));
-    };
-    let found: Vec<String> = secrets
-        .iter()
-        .map(|d| {
-            let name = meta(d, "name").unwrap_or_else(|| "(unnamed)".into());
-            match meta(d, "namespace") {
-                Some(ns) => format!("{ns}/{name}"),
-                None => format!("{name} (no namespace)"),
-            }
-        })
-        .collect();
-    let pos = first
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(|n| n.pos)
-        .or(first.pos);
-    Err(CredentialError::NotInFile(
-        Diagnostic::error(
-            "metadata.name",
-            pos,
+    let doc = crate::secret::find_machine_secret(
+        docs,
+        &secret_ref.name,
+        ns.as_deref(),
+        &format!(" ({FIELD})"),
+        || {
             format!(
-                "the machine needs {wanted} ({FIELD}), but this file holds only Secret {}",
-                found.join(", ")
-            ),
-        )
-        .hint(hint),
-    ))
+                "pass the file of the Secret {FIELD} names: metadata.name {} in the machine's namespace, or with no metadata.namespace",
+                secret_ref.name
+            )
+        },
+    )
+    .map_err(CredentialError::NotInFile)?;
+    from_secret(doc, &machine.flake)
+        .map(Some)
+        .map_err(CredentialError::Invalid)
 }
 
 /// One value of the Secret: its field path, position and decoded text.

@@ -59,19 +59,32 @@ pub enum KeysError {
 /// label). `None`: a Machine that names no namespace, which `kubectl apply`
 /// places in the current namespace, as it does a Secret that names none.
 pub fn keys_namespace(machine: &Machine) -> Result<Option<String>, Diagnostic> {
+    machine_secret_namespace(machine, "spec.bootstrap.sshAuthorizedKeysSecretRef", || {
+        format!(
+            "give the keys inline in sshAuthorizedKeys, give the XMachine its claim's {} label, or use a namespaced Machine",
+            crate::machine::CLAIM_NAMESPACE_LABEL
+        )
+    })
+}
+
+/// The namespace any Secret a machine names must be in ([`keys_namespace`]
+/// tells the rule). `field` is the Machine field that names the Secret;
+/// `hint` says what to do instead when there is no namespace.
+pub(crate) fn machine_secret_namespace(
+    machine: &Machine,
+    field: &str,
+    hint: impl FnOnce() -> String,
+) -> Result<Option<String>, Diagnostic> {
     match machine.kind {
         MachineKind::Machine => Ok(machine.namespace.clone()),
         MachineKind::XMachine => match &machine.claim_namespace {
             Some(ns) => Ok(Some(ns.clone())),
             None => Err(Diagnostic::error(
-                "spec.bootstrap.sshAuthorizedKeysSecretRef",
+                field,
                 None,
                 "a cluster-scoped XMachine not made through a claim has no namespace to read a Secret from",
             )
-            .hint(format!(
-                "give the keys inline in sshAuthorizedKeys, give the XMachine its claim's {} label, or use a namespaced Machine",
-                crate::machine::CLAIM_NAMESPACE_LABEL
-            ))),
+            .hint(hint())),
         },
     }
 }
@@ -99,36 +112,51 @@ pub fn keys_for_machine(
         return Ok(None);
     };
     let namespace = keys_namespace(machine).map_err(|d| KeysError::Invalid(vec![d]))?;
-    let wanted = match &namespace {
-        Some(ns) => format!("Secret {ns}/{}", secret_ref.name),
-        None => format!("Secret {} (in the Machine's namespace)", secret_ref.name),
+    let hint = || {
+        let where_ns = match &namespace {
+            Some(ns) => format!("in namespace {ns}, or with no metadata.namespace"),
+            None => "with no metadata.namespace, as the Machine has none".to_string(),
+        };
+        format!(
+            "pass the file of the Secret spec.bootstrap.sshAuthorizedKeysSecretRef names: metadata.name {} {where_ns}",
+            secret_ref.name
+        )
     };
-    if let Some(doc) = docs
-        .iter()
-        .find(|d| is_machine_secret(d, &secret_ref.name, namespace.as_deref()))
-    {
-        return keys_from_secret(doc, &secret_ref.key)
-            .map(Some)
-            .map_err(KeysError::Invalid);
+    let doc = find_machine_secret(docs, &secret_ref.name, namespace.as_deref(), "", hint)
+        .map_err(KeysError::NotInFile)?;
+    keys_from_secret(doc, &secret_ref.key)
+        .map(Some)
+        .map_err(KeysError::Invalid)
+}
+
+/// Finds the Secret `name` a machine names among the documents of a file,
+/// by [`is_machine_secret`]'s rule. When it is not there, the diagnostic
+/// says which Secret the machine needs (`note` follows that in the
+/// message) and which Secrets the file holds instead, placed on the first
+/// of those, or at the top of a file that holds none; `hint` says which
+/// file to pass.
+pub(crate) fn find_machine_secret<'a>(
+    docs: &'a [Node],
+    name: &str,
+    namespace: Option<&str>,
+    note: &str,
+    hint: impl FnOnce() -> String,
+) -> Result<&'a Node, Diagnostic> {
+    if let Some(doc) = docs.iter().find(|d| is_machine_secret(d, name, namespace)) {
+        return Ok(doc);
     }
-    let secrets: Vec<&Node> = docs.iter().filter(|d| is_secret(d)).collect();
-    let where_ns = match &namespace {
-        Some(ns) => format!("in namespace {ns}, or with no metadata.namespace"),
-        None => "with no metadata.namespace, as the Machine has none".to_string(),
+    let wanted = match namespace {
+        Some(ns) => format!("Secret {ns}/{name}"),
+        None => format!("Secret {name} (in the Machine's namespace)"),
     };
-    let hint = format!(
-        "pass the file of the Secret spec.bootstrap.sshAuthorizedKeysSecretRef names: metadata.name {} {where_ns}",
-        secret_ref.name
-    );
+    let secrets: Vec<&Node> = docs.iter().filter(|d| is_secret(d)).collect();
     let Some(first) = secrets.first() else {
-        return Err(KeysError::NotInFile(
-            Diagnostic::error(
-                "",
-                Some(Pos { line: 1, col: 1 }),
-                format!("holds no Secret; the machine needs {wanted}"),
-            )
-            .hint(hint),
-        ));
+        return Err(Diagnostic::error(
+            "",
+            Some(Pos { line: 1, col: 1 }),
+            format!("holds no Secret; the machine needs {wanted}{note}"),
+        )
+        .hint(hint()));
     };
     let found: Vec<String> = secrets
         .iter()
@@ -145,17 +173,15 @@ pub fn keys_for_machine(
         .and_then(|m| m.get("name"))
         .and_then(|n| n.pos)
         .or(first.pos);
-    Err(KeysError::NotInFile(
-        Diagnostic::error(
-            "metadata.name",
-            pos,
-            format!(
-                "the machine needs {wanted}, but this file holds only Secret {}",
-                found.join(", ")
-            ),
-        )
-        .hint(hint),
-    ))
+    Err(Diagnostic::error(
+        "metadata.name",
+        pos,
+        format!(
+            "the machine needs {wanted}{note}, but this file holds only Secret {}",
+            found.join(", ")
+        ),
+    )
+    .hint(hint()))
 }
 
 fn is_secret(doc: &Node) -> bool {

@@ -1,24 +1,8 @@
 //! The `fabric` binary as users run it: render, seed and validate on real
 //! files, checking output, exit codes and that refusals write nothing.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fabric(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fabric"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run fabric")
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod fabric_binary;
+use fabric_binary::{fabric, repo, text};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIIKgbSVplTIryI0rlsezozbM059+F0MeTz+99B8cYy6s alice@laptop";

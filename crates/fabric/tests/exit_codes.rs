@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Fixture, Gen, NIX_CONFIG};
+use common::{free_port, Fixture, Gen, NIX_CONFIG};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -385,14 +385,6 @@ fn compose() {
         "gone.yaml: cannot read",
     );
     expect(2, &["compose"]);
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn wait_connectable(port: u16, child: &mut Child) {

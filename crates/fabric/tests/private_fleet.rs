@@ -2,24 +2,10 @@
 //! `validate` take the credential Secret as they take the keys Secret, and
 //! none of them prints the key or a token, on success or on any error.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fabric(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fabric"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("fabric runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod fabric_binary;
+use fabric_binary::{fabric, repo, text};
 
 const DB01: &str = "examples/private-fleet/db01.yaml";
 const DB01_KEY: &str = "examples/private-fleet/db01-deploy-key.yaml";

@@ -9,27 +9,13 @@
 //!   `nix/proxmox-template.nix` and must be the disk the Input's default
 //!   names and every backend resizes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use fabric_function::input::{DiskInterface, DEFAULT_BOOT_DISK};
 use serde_json::{json, Value as Json};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fabric(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fabric"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .expect("run fabric")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod fabric_binary;
+use fabric_binary::{fabric, repo, text};
 
 /// The fenced blocks of a Markdown file with the given info string.
 fn blocks(markdown: &str, lang: &str) -> Vec<String> {

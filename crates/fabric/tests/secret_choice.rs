@@ -5,8 +5,7 @@
 //! claim's namespace. Each case runs the three commands from the built
 //! binary and the function in process, and all four must agree.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
 use function_sdk_rust::proto::v1::{
     RequestMeta, Resource, Resources, RunFunctionRequest, Severity, State,
@@ -14,24 +13,11 @@ use function_sdk_rust::proto::v1::{
 use function_sdk_rust::resource::json_to_struct;
 use serde_json::Value as Json;
 
+mod fabric_binary;
+use fabric_binary::{fabric, repo, text};
+
 /// The key in example/secret.yaml (base64 in the file).
 const SECRET_KEY_COMMENT: &str = "bob@desk";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fabric(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fabric"))
-        .current_dir(repo())
-        .args(args)
-        .output()
-        .expect("fabric runs")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 /// The Secret of example/secret.yaml with another name and namespace
 /// (`None`: no metadata.namespace).

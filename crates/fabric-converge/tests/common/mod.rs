@@ -464,3 +464,13 @@ pub fn require_nix() {
         std::fs::create_dir_all(d).expect("the tests run as root and may create /nix");
     }
 }
+
+/// A port free right now on 127.0.0.1. A server started on it is retried
+/// on another when something took it meanwhile.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

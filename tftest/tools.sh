@@ -23,6 +23,9 @@ BPG_PROVIDER_VERSION=0.111.1
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/fabric-tools
 here=$(cd "$(dirname "$0")" && pwd)
 say() { echo "tftest/tools.sh: $*" >&2; }
+# Stdout is for the lines the caller evaluates; anything a build prints
+# goes to stderr (a stray line on stdout would be evaluated as a command).
+exec 3>&1 1>&2
 
 # Go, for the builds: the machine's own when it is recent enough, else the
 # release the modules ask for, fetched as the golang.org/toolchain module
@@ -122,6 +125,6 @@ if [ -z "$terraform" ]; then
 fi
 say "terraform: $terraform ($(TF_CLI_CONFIG_FILE=/dev/null "$terraform" version | head -1))"
 
-printf 'export FABRIC_TERRAFORM=%q\n' "$terraform"
-printf 'export FABRIC_TERRAFORM_PROVIDER_MIRROR=%q\n' "$mirror"
-printf 'export FABRIC_TERRAFORM_PROVIDER_VERSION=%q\n' "$BPG_PROVIDER_VERSION"
+printf 'export FABRIC_TERRAFORM=%q\n' "$terraform" >&3
+printf 'export FABRIC_TERRAFORM_PROVIDER_MIRROR=%q\n' "$mirror" >&3
+printf 'export FABRIC_TERRAFORM_PROVIDER_VERSION=%q\n' "$BPG_PROVIDER_VERSION" >&3

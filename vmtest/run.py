@@ -146,7 +146,47 @@ class Run:
         env = dict(os.environ, NIX_CONFIG=NIX_CONFIG)
         self.fabric_store_path = run(["nix-store", "--add", str(self.package)], env=env).strip()
         self.agent_unit = render_agent_unit(self.fabric_store_path)
+        # The template's system generation, with fabric in sw/bin and
+        # without it (guest/nixos-stage2 registers it at first boot).
+        self.templates = {True: self.template(env, True), False: self.template(env, False)}
         (work / "fabric-agent.service").write_text(self.agent_unit)
+
+    def template(self, env: dict, with_fabric: bool) -> str:
+        """The template's system: a store path, as the image builder makes it.
+
+        No nixpkgs exists here to build a real toplevel; this one has what
+        bootstrap and the agent use: sw/bin (bash, and fabric when
+        installed) and a switch-to-configuration that only makes it current.
+        """
+        sys_dir = self.work / ("template-fabric" if with_fabric else "template-bare") / "nixos-system-template"
+        (sys_dir / "bin").mkdir(parents=True)
+        (sys_dir / "sw" / "bin").mkdir(parents=True)
+        (sys_dir / "sw" / "bin" / "bash").symlink_to("/bin/bash")
+        if with_fabric:
+            (sys_dir / "sw" / "bin" / "fabric").symlink_to(f"{self.fabric_store_path}/bin/fabric")
+        switch = sys_dir / "bin" / "switch-to-configuration"
+        switch.write_text(TEMPLATE_SWITCH)
+        switch.chmod(0o755)
+        return run(["nix-store", "--add", str(sys_dir)], env=env).strip()
+
+    def share_template(self, share: Path, with_fabric: bool) -> None:
+        """Puts the template's store paths and their registration on a share."""
+        system = self.templates[with_fabric]
+        paths = [system] + ([self.fabric_store_path] if with_fabric else [])
+        out = share / "nixos-template"
+        (out / "store").mkdir(parents=True)
+        run(["cp", "-a", *paths, str(out / "store")])
+        (out / "registration").write_text(run(["nix-store", "--dump-db", *paths]))
+        (out / "system").write_text(system + "\n")
+
+
+TEMPLATE_SWITCH = """#!/bin/sh
+# The template generation: activating it only makes it current.
+self=$(dirname "$(dirname "$(readlink -f "$0")")")
+mkdir -p /var/lib/vmtest
+echo "template $*" >> /var/lib/vmtest/switch.log
+case "${1-}" in switch|test) ln -sfn "$self" /run/current-system ;; esac
+"""
 
 
 def render_agent_unit(fabric_store_path: str, credentials: dict[str, str] | None = None) -> str:
@@ -440,7 +480,7 @@ class Guest:
         self.dir = r.work / f"{flavour}-{name}"
         self.share = self.dir / "share"
         self.share.mkdir(parents=True)
-        shutil.copytree(r.package.parent, self.share / "fabric-package")
+        r.share_template(self.share, fabric_installed)
         self.console = self.dir / "console.log"
         self.port = free_port()
         self.hostname = f"{name}"

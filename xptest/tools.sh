@@ -17,6 +17,9 @@ VERSION_PKG=github.com/crossplane/crossplane-runtime/v2/pkg/version.version
 command -v go >/dev/null || { echo "xptest/tools.sh: go is not on PATH (Go >= 1.26 is needed)" >&2; exit 1; }
 
 log() { echo "xptest/tools.sh: $*" >&2; }
+# Stdout is for the lines the caller evaluates; anything a build prints
+# goes to stderr (a stray line on stdout would be evaluated as a command).
+exec 3>&1 1>&2
 
 # A finished build writes its stamp last, so an interrupted one is redone.
 built() { [[ -x "$1/bin/crossplane" && -f "$1/.complete" ]]; }
@@ -79,6 +82,6 @@ for tool in "$@"; do
     *) echo "xptest/tools.sh: unknown tool $tool (cli, core)" >&2; exit 2 ;;
   esac
 done
-echo "XP_CLI=$CACHE/crossplane-cli-$CLI_VERSION/bin/crossplane"
-echo "XP_CORE=$CACHE/crossplane-core-$CORE_VERSION/bin/crossplane"
-echo "XP_CRDS=$CACHE/crossplane-core-$CORE_VERSION/crds"
+echo "XP_CLI=$CACHE/crossplane-cli-$CLI_VERSION/bin/crossplane" >&3
+echo "XP_CORE=$CACHE/crossplane-core-$CORE_VERSION/bin/crossplane" >&3
+echo "XP_CRDS=$CACHE/crossplane-core-$CORE_VERSION/crds" >&3

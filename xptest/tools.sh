@@ -11,7 +11,7 @@ set -euo pipefail
 
 CLI_VERSION=v2.5.0
 CORE_VERSION=v2.3.4
-CACHE="${FABRIC_TOOLS_CACHE:-$HOME/.cache/fabric-tools}"
+CACHE="${FABRIC_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fabric-tools}"
 VERSION_PKG=github.com/crossplane/crossplane-runtime/v2/pkg/version.version
 
 command -v go >/dev/null || { echo "xptest/tools.sh: go is not on PATH (Go >= 1.26 is needed)" >&2; exit 1; }

@@ -6,7 +6,7 @@
 # systemd-container, python3-yaml, python3-jsonschema, and the ISO readers
 # genisoimage, xorriso, libarchive-tools, p7zip-full, libcdio-utils, and the
 # servers the private-fleet tests fetch through: openssh-server,
-# openssh-client, lighttpd, openssl), creates
+# openssh-client, lighttpd with lighttpd-mod-openssl, openssl), creates
 # the nixbld group and build users, configures Nix for offline use, fetches
 # cloud-init's schemas from Debian (once) and builds the Debian root the
 # cloud-init tests run in (once, a few minutes; see oracles/README.md), then
@@ -39,6 +39,8 @@ command -v git >/dev/null 2>&1 || missing+=(git)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 [ -x /usr/sbin/lighttpd ] || missing+=(lighttpd)
+# Debian 12 ships lighttpd's TLS module in a package of its own.
+[ -e /usr/lib/lighttpd/mod_openssl.so ] || missing+=(lighttpd-mod-openssl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The project's oracles (oracles/): a debootstrapped root run with
 # systemd-nspawn, and checkers on Debian's Python.
@@ -54,6 +56,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     command -v "$c" >/dev/null 2>&1 || { echo "test.sh: $c is still missing after installing ${missing[*]}" >&2; exit 1; }
   done
   /usr/bin/python3 -c 'import yaml, jsonschema' || { echo "test.sh: Debian's python3 still lacks yaml or jsonschema" >&2; exit 1; }
+  [ -e /usr/lib/lighttpd/mod_openssl.so ] || { echo "test.sh: lighttpd's mod_openssl is still missing after installing ${missing[*]}" >&2; exit 1; }
   # Debian starts the services of the servers it installs, listening on
   # every address; the tests run their own on loopback. Stop and disable
   # the ones this script installed (never ones that were already there).

@@ -1044,20 +1044,26 @@ def scenario_failing_build(g: Guest, ctx: dict) -> None:
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     assert_first_boot(g, fixed, "rev1-fixed")
+    ctx["first_boot_asserted"] = (fixed, "rev1-fixed")
 
 
 def scenario_without_fabric(g: Guest, ctx: dict) -> None:
-    check(g.rc("command -v fabric || test -e /run/booted-system/sw/bin/fabric") != 0,
-          "the template has fabric installed")
+    # The booted generation is the template's until the next boot, whatever
+    # bootstrap has switched to since; its sw/bin must exist for the absence
+    # of fabric there to mean anything.
+    check(g.rc("test -d /run/booted-system/sw/bin") == 0, "no /run/booted-system/sw/bin")
+    check(g.rc("test -e /run/booted-system/sw/bin/fabric") != 0, "the template has fabric installed")
     g.wait("the bootstrap marker", lambda: g.rc("test -e /var/lib/nixos-bootstrap-complete") == 0, 1200)
     g.wait("fabric-bootstrap.service to finish",
            lambda: g.show("fabric-bootstrap.service", "ActiveState")["ActiveState"] != "activating", 120)
     journal = g.sh("journalctl -b --no-pager -o cat -u fabric-bootstrap.service")
     check("bootstrap complete" in journal, "no bootstrap completion in the unit's journal")
-    cmd = g.sh("journalctl -b --no-pager -o cat _COMM=nix | head -0; "
-               "systemctl show -p ExecStart fabric-bootstrap.service")
+    cmd = g.sh("systemctl show -p ExecStart fabric-bootstrap.service")
     check("fabric-bootstrap run" in cmd, cmd)
-    assert_first_boot(g, ctx["rev1"], "rev1")
+    # On the shared guest scenario 9 has just asserted the whole first boot
+    # of this machine; otherwise (a plan without 9) it is asserted here.
+    if "first_boot_asserted" not in ctx:
+        assert_first_boot(g, ctx["rev1"], "rev1")
 
 
 def key_body_lines(key: Path) -> list[str]:
@@ -1208,8 +1214,15 @@ PLANS = {
     "late": (True, [("8 remote late", scenario_remote_late),
                     ("3 reboot", scenario_reboot),
                     ("10 private fleet over SSH", scenario_private_fleet)]),
-    "fail": (True, [("9 failing first build", scenario_failing_build)]),
-    "bare": (False, [("2 first boot, fabric from its flake", scenario_without_fabric)]),
+    # One guest for two first boots: the template without fabric fetches it
+    # from its flake, and the fleet's first commit fails to build, so the
+    # failure, the retries and the fix go through `nix run` of that flake.
+    # A guest of its own for each cost two of eight boots, a quarter of the
+    # guests' CPU under TCG, and proved nothing more: the unit, the retry
+    # policy and the recorded failure are the same with fabric installed
+    # (scenario 1 covers that path's clean first boot).
+    "bare": (False, [("9 failing first build", scenario_failing_build),
+                     ("2 first boot, fabric from its flake", scenario_without_fabric)]),
 }
 PRIVATE_FLEET = {"late"}
 
@@ -1221,7 +1234,7 @@ def run_guest(r: Run, flavour: str, name: str, index: int, results: list, bench:
     ctx: dict = {}
     fabric_flake = None
     try:
-        if name == "fail":
+        if name == "bare":
             ctx["rev1"] = g.fleet.commit("rev1", fail_build=True)
         else:
             ctx["rev1"] = g.fleet.commit("rev1")
